@@ -1,0 +1,148 @@
+"""Configuration as frozen, keyword-only dataclasses, checked on construction.
+
+Units are in the names (``_s``, ``_kbps``). Nothing here reads the
+environment: the CLI and the worker build these from theirs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .errors import ConfigError
+
+SegmentFormat = Literal["ts", "fmp4"]
+X264_PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RungSpec:
+    """A rung of the ladder policy: ``short_side`` is the "p" in 720p."""
+
+    short_side: int
+    bitrate_kbps: int
+
+    def __post_init__(self) -> None:
+        if self.short_side < 64 or self.short_side % 2:
+            raise ConfigError("rung short side must be even and >= 64", context={"short_side": self.short_side})
+        if self.bitrate_kbps < 32:
+            raise ConfigError("rung bitrate must be >= 32 kb/s", context={"bitrate_kbps": self.bitrate_kbps})
+
+
+DEFAULT_RUNGS: tuple[RungSpec, ...] = (
+    RungSpec(short_side=1080, bitrate_kbps=5000),
+    RungSpec(short_side=720, bitrate_kbps=2800),
+    RungSpec(short_side=480, bitrate_kbps=1400),
+    RungSpec(short_side=360, bitrate_kbps=800),
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LadderPolicy:
+    """How ``plan_ladder`` turns a source into rungs.
+
+    ``maxrate_factor``/``bufsize_factor`` multiply each rung's bitrate into the
+    VBV cap. Rungs above ``high_fps_threshold`` get ``high_fps_bitrate_factor``
+    more bits. ``cellular_rung`` adds a 234p rung whose measured peak
+    (video + its own small audio) stays within 192 kb/s.
+    """
+
+    rungs: tuple[RungSpec, ...] = DEFAULT_RUNGS
+    max_fps: int = 60
+    low_rung_max_fps: int = 30
+    low_rung_below_short_side: int = 720
+    high_fps_threshold: float = 30.5
+    high_fps_bitrate_factor: float = 1.5
+    maxrate_factor: float = 1.1
+    bufsize_factor: float = 2.0
+    audio_bitrate_kbps: int = 128
+    cellular_rung: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.rungs:
+            raise ConfigError("the ladder policy needs at least one rung")
+        sides = [r.short_side for r in self.rungs]
+        if len(set(sides)) != len(sides):
+            raise ConfigError("two rungs have the same short side", context={"short_sides": sides})
+        if not 1 <= self.low_rung_max_fps <= self.max_fps <= 120:
+            raise ConfigError("frame rate caps out of range", context={"max_fps": self.max_fps})
+        if self.maxrate_factor < 1.0 or self.bufsize_factor < self.maxrate_factor * 0.5:
+            raise ConfigError("maxrate/bufsize factors out of range")
+        if not 32 <= self.audio_bitrate_kbps <= 320:
+            raise ConfigError("audio bitrate out of range", context={"audio_bitrate_kbps": self.audio_bitrate_kbps})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """Safety limits checked on the probe, before any decoding."""
+
+    max_width: int = 8192
+    max_height: int = 8192
+    max_pixels: int = 8192 * 4320
+    max_duration_s: float = 6 * 3600.0
+    max_fps: float = 240.0
+    max_streams: int = 32
+    max_input_bytes: int = 64 * 1024**3
+
+    def __post_init__(self) -> None:
+        if min(self.max_width, self.max_height, self.max_pixels, self.max_streams) <= 0:
+            raise ConfigError("limits must be positive")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EncoderSettings:
+    """x264 and scaler choices shared by every rung."""
+
+    preset: str = "veryfast"
+    scaler: str = "bicubic"  # swscale interpolation for downscales
+
+    def __post_init__(self) -> None:
+        if self.preset not in X264_PRESETS:
+            raise ConfigError("unknown x264 preset", context={"preset": self.preset, "known": ", ".join(X264_PRESETS)})
+        if self.scaler not in {"bilinear", "bicubic", "area", "lanczos", "fast_bilinear"}:
+            raise ConfigError("unknown scaler", context={"scaler": self.scaler})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TranscodeConfig:
+    """Everything one ``transcode`` run needs besides its source and destination.
+
+    ``threads`` is the CPU budget of the run (None: the caller's affinity
+    mask). ``segment_s`` must be a whole number of ``gop_s``.
+    """
+
+    ladder: LadderPolicy = field(default_factory=LadderPolicy)
+    limits: Limits = field(default_factory=Limits)
+    encoder: EncoderSettings = field(default_factory=EncoderSettings)
+    segment_format: SegmentFormat = "ts"
+    segment_s: float = 4.0
+    gop_s: float = 2.0
+    threads: int | None = None
+    poster: bool = True
+    queue_depth: int = 8  # frames waiting per rung; bounds memory
+
+    def __post_init__(self) -> None:
+        if self.segment_format not in ("ts", "fmp4"):
+            raise ConfigError("segment format must be ts or fmp4", context={"format": self.segment_format})
+        if not 0.5 <= self.gop_s <= 10:
+            raise ConfigError("GOP length out of range", context={"gop_s": self.gop_s})
+        ratio = self.segment_s / self.gop_s
+        if self.segment_s <= 0 or abs(ratio - round(ratio)) > 1e-9 or round(ratio) < 1:
+            raise ConfigError(
+                "segment length must be a whole number of GOPs",
+                context={"segment_s": self.segment_s, "gop_s": self.gop_s},
+            )
+        if self.threads is not None and not 1 <= self.threads <= 256:
+            raise ConfigError("threads out of range", context={"threads": self.threads})
+        if not 1 <= self.queue_depth <= 128:
+            raise ConfigError("queue depth out of range", context={"queue_depth": self.queue_depth})

@@ -1,0 +1,176 @@
+"""Value objects passed between the stages. Immutable; units in the names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VideoInfo:
+    """The video stream as probed.
+
+    ``display_width``/``display_height`` are what a viewer sees: the coded size
+    stretched by the sample aspect ratio and swapped for a +-90 degree
+    rotation. The ladder is planned from these, never from the coded size.
+    """
+
+    index: int
+    codec: str
+    coded_width: int
+    coded_height: int
+    display_width: int
+    display_height: int
+    sample_aspect_ratio: Fraction
+    rotation_deg: int  # clockwise rotation a player applies: 0, 90, 180 or 270
+    fps: Fraction  # average frame rate
+    is_vfr: bool
+    pix_fmt: str
+    bit_depth: int
+    chroma_subsampling: str  # "420", "422", "444" or "other"
+    field_order: str  # "progressive", "tt", "bb", "tb", "bt" or "unknown"
+    start_s: float
+    duration_s: float | None
+    frame_count: int | None
+
+    @property
+    def interlaced(self) -> bool:
+        return self.field_order in {"tt", "bb", "tb", "bt"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AudioInfo:
+    """The first audio stream as probed."""
+
+    index: int
+    codec: str
+    channels: int
+    layout: str
+    sample_rate: int
+    start_s: float
+    duration_s: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceInfo:
+    """What ``probe`` learned about a source."""
+
+    container: str
+    duration_s: float
+    size_bytes: int | None
+    bit_rate_bps: int | None
+    video: VideoInfo
+    audio: AudioInfo | None
+    stream_count: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AudioPlan:
+    """The single AAC-LC rendition every video variant shares."""
+
+    name: str = "audio"
+    codec: str = "aac"
+    bitrate_kbps: int = 128
+    channels: int = 2
+    sample_rate: int = 48000
+
+    @property
+    def codecs_tag(self) -> str:
+        return "mp4a.40.2"  # AAC-LC
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rung:
+    """One video rendition of the ladder, with its exact encoder settings."""
+
+    name: str  # e.g. "720p"; unique within a ladder, used as a path component
+    width: int
+    height: int
+    fps: Fraction
+    bitrate_kbps: int
+    maxrate_kbps: int
+    bufsize_kbps: int
+    profile: str = "high"
+    level: str = "4.0"  # H.264 level as written, e.g. "3.1"
+    audio: AudioPlan | None = None  # the audio group this variant plays with
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ladder:
+    """A planned ladder: rungs from the largest to the smallest."""
+
+    rungs: tuple[Rung, ...]
+    audio: tuple[AudioPlan, ...]  # distinct audio plans the rungs refer to
+    gop_s: float
+    segment_s: float
+
+    def gop_frames(self, rung: Rung) -> int:
+        """Frames between keyframes for ``rung`` (a whole number)."""
+        return max(1, round(rung.fps * Fraction(self.gop_s).limit_denominator(1000)))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IFrameInfo:
+    """Where an IDR frame lies inside a segment, for the I-frame playlist."""
+
+    offset_bytes: int
+    length_bytes: int
+    duration_s: float  # until the next I-frame (or the end of the rendition)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SegmentInfo:
+    """A closed media segment, as measured after it was written."""
+
+    rendition: str
+    sequence: int
+    uri: str  # relative to the rendition's playlist
+    start_s: float
+    duration_s: float
+    size_bytes: int
+    iframes: tuple[IFrameInfo, ...] = ()
+
+    @property
+    def bitrate_bps(self) -> float:
+        return self.size_bytes * 8 / self.duration_s if self.duration_s > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RenditionResult:
+    """A finished rendition: its playlist and what was measured."""
+
+    name: str
+    kind: str  # "video" or "audio"
+    playlist_uri: str  # relative to the output root
+    iframe_playlist_uri: str | None
+    init_uri: str | None  # EXT-X-MAP for fMP4
+    codecs: str  # e.g. "avc1.640028" or "mp4a.40.2"
+    width: int | None
+    height: int | None
+    fps: Fraction | None
+    bitrate_kbps: int  # the planned target
+    segments: tuple[SegmentInfo, ...]
+    peak_bps: int
+    average_bps: int
+    size_bytes: int
+    duration_s: float
+
+    @property
+    def segment_count(self) -> int:
+        return len(self.segments)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TranscodeResult:
+    """What ``transcode`` produced and what it cost."""
+
+    source: SourceInfo
+    ladder: Ladder
+    renditions: tuple[RenditionResult, ...]
+    master_uri: str  # relative to the destination
+    poster_uri: str | None
+    files: tuple[str, ...]  # every file written, relative to the destination
+    wall_s: float
+    cpu_s: float
+    peak_rss_bytes: int
+    output_bytes: int = field(default=0)
