@@ -104,11 +104,14 @@ class EncoderSettings:
     """x264 and scaler choices shared by every rung."""
 
     preset: str = "veryfast"
+    crf: int = 23  # quality target; each rung's maxrate/bufsize caps it
     scaler: str = "bicubic"  # swscale interpolation for downscales
 
     def __post_init__(self) -> None:
         if self.preset not in X264_PRESETS:
             raise ConfigError("unknown x264 preset", context={"preset": self.preset, "known": ", ".join(X264_PRESETS)})
+        if not 0 <= self.crf <= 51:
+            raise ConfigError("crf must be within 0..51", context={"crf": self.crf})
         if self.scaler not in {"bilinear", "bicubic", "area", "lanczos", "fast_bilinear"}:
             raise ConfigError("unknown scaler", context={"scaler": self.scaler})
 

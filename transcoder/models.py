@@ -154,6 +154,7 @@ class RenditionResult:
     average_bps: int
     size_bytes: int
     duration_s: float
+    audio_group: str | None = None  # for video: the audio rendition it plays with
 
     @property
     def segment_count(self) -> int:
@@ -174,3 +175,23 @@ class TranscodeResult:
     cpu_s: float
     peak_rss_bytes: int
     output_bytes: int = field(default=0)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Progress:
+    """A progress report: ``done_s`` of ``total_s`` seconds of video encoded.
+
+    ``speed`` is encoded seconds per wall second (x realtime); ``eta_s`` is
+    None until the speed is known.
+    """
+
+    phase: str  # "transcoding", "publishing", "done"
+    done_s: float
+    total_s: float
+    elapsed_s: float
+    speed: float
+    eta_s: float | None
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.done_s / self.total_s) if self.total_s > 0 else 0.0

@@ -1,0 +1,1 @@
+"""Benchmarks and demo assets for the transcoding engine."""

@@ -1,0 +1,70 @@
+"""Decode once, encode an Apple-conformant H.264/AAC HLS ladder.
+
+The public API is what ``__all__`` names; every other module is an
+implementation detail.
+"""
+
+from __future__ import annotations
+
+from .config import EncoderSettings, LadderPolicy, Limits, RungSpec, TranscodeConfig
+from .errors import (
+    CancelledError,
+    ConfigError,
+    InputError,
+    LimitExceededError,
+    MediaError,
+    OutputError,
+    TranscodeError,
+    UnsupportedInputError,
+)
+from .ladder import plan_ladder
+from .models import (
+    AudioInfo,
+    AudioPlan,
+    IFrameInfo,
+    Ladder,
+    Progress,
+    RenditionResult,
+    Rung,
+    SegmentInfo,
+    SourceInfo,
+    TranscodeResult,
+    VideoInfo,
+)
+from .output import LocalDirectory, OutputSink
+from .probe import probe
+from .run import transcode
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AudioInfo",
+    "AudioPlan",
+    "CancelledError",
+    "ConfigError",
+    "EncoderSettings",
+    "IFrameInfo",
+    "InputError",
+    "Ladder",
+    "LadderPolicy",
+    "LimitExceededError",
+    "Limits",
+    "LocalDirectory",
+    "MediaError",
+    "OutputError",
+    "OutputSink",
+    "Progress",
+    "RenditionResult",
+    "Rung",
+    "RungSpec",
+    "SegmentInfo",
+    "SourceInfo",
+    "TranscodeConfig",
+    "TranscodeError",
+    "TranscodeResult",
+    "VideoInfo",
+    "__version__",
+    "plan_ladder",
+    "probe",
+    "transcode",
+]

@@ -1,0 +1,124 @@
+"""Audio: decoded once, resampled once to stereo 48 kHz, encoded once per plan.
+
+Every video variant plays the same audio rendition (an ``EXT-X-MEDIA`` group),
+so the audio is encoded and segmented once for the whole ladder, not once per
+rung. The output timeline starts at the first video frame: audio that starts
+later is preceded by silence, audio that starts earlier is trimmed, and gaps or
+overlaps of more than ``_SYNC_TOLERANCE_S`` inside the stream are filled with
+silence or dropped, so audio never drifts from the video.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import av
+import numpy as np
+
+from .errors import MediaError
+from .models import AudioPlan
+from .segmenter import HlsSegmenter
+
+_SYNC_TOLERANCE_S = Fraction(40, 1000)
+_AAC_FRAME = 1024
+
+
+class AudioEncoder:
+    """Resamples decoded audio and encodes it for every :class:`AudioPlan`.
+
+    ``segmenters`` maps plan name to that plan's segmenter (one rendition
+    each). One owner thread.
+    """
+
+    def __init__(self, plans: tuple[AudioPlan, ...], segmenters: dict[str, HlsSegmenter]) -> None:
+        if not plans:
+            raise ValueError("AudioEncoder needs at least one plan")
+        self.plans = plans
+        self.rate = plans[0].sample_rate
+        self._resampler = av.AudioResampler(format="fltp", layout="stereo", rate=self.rate, frame_size=_AAC_FRAME)
+        self._streams: list[tuple[AudioPlan, HlsSegmenter, av.audio.stream.AudioStream]] = []
+        for plan in plans:
+            segmenter = segmenters[plan.name]
+            stream = segmenter.container.add_stream("aac", rate=plan.sample_rate, layout="stereo")
+            stream.bit_rate = plan.bitrate_kbps * 1000
+            stream.codec_context.time_base = Fraction(1, plan.sample_rate)
+            self._streams.append((plan, segmenter, stream))
+        self.samples_out = 0  # at the output rate, silence included
+        self._input_pos: Fraction | None = None  # where the next input frame should start
+        self._template: av.AudioFrame | None = None
+
+    @property
+    def encoded_s(self) -> float:
+        return self.samples_out / self.rate
+
+    def renditions(self) -> list[tuple[AudioPlan, HlsSegmenter]]:
+        return [(plan, segmenter) for plan, segmenter, _stream in self._streams]
+
+    def push(self, frame: av.AudioFrame, time_s: Fraction) -> None:
+        """Feed a decoded frame that starts at ``time_s`` on the output timeline."""
+        duration = Fraction(frame.samples, frame.sample_rate)
+        if self._input_pos is None:
+            self._input_pos = Fraction(0)
+        gap = time_s - self._input_pos
+        if gap > _SYNC_TOLERANCE_S:
+            self._silence(gap, frame)
+            self._input_pos = time_s
+        elif gap < -_SYNC_TOLERANCE_S:
+            overlap = -gap
+            if overlap >= duration:
+                return  # entirely before the timeline (or a repeat): drop
+            frame = _trim_start(frame, int(overlap * frame.sample_rate))
+            time_s = self._input_pos
+            duration = Fraction(frame.samples, frame.sample_rate)
+        self._resample(frame)
+        self._input_pos = max(self._input_pos, time_s) + duration
+
+    def finish(self, end_s: Fraction | None = None) -> None:
+        """Flush resampler and encoders, then close the segmenters."""
+        self._resample(None)
+        for _plan, segmenter, stream in self._streams:
+            self._encode(stream, segmenter, None)
+            segmenter.close()
+
+    def _silence(self, seconds: Fraction, like: av.AudioFrame) -> None:
+        samples = int(seconds * like.sample_rate)
+        while samples > 0:
+            n = min(samples, 4096)
+            silent = av.AudioFrame(format=like.format.name, layout=like.layout.name, samples=n)
+            silent.sample_rate = like.sample_rate
+            for plane in silent.planes:
+                plane.update(bytes(plane.buffer_size))
+            self._resample(silent)
+            samples -= n
+
+    def _resample(self, frame: av.AudioFrame | None) -> None:
+        if frame is not None:
+            frame.pts = None  # timing is ours: the resampler must not try to follow it
+        try:
+            out_frames = self._resampler.resample(frame)
+        except av.FFmpegError as exc:
+            raise MediaError("audio resampling failed", context={"at_s": round(self.encoded_s, 3)}) from exc
+        for out in out_frames:
+            out.pts = self.samples_out
+            out.time_base = Fraction(1, self.rate)
+            self.samples_out += out.samples
+            for _plan, segmenter, stream in self._streams:
+                self._encode(stream, segmenter, out)
+
+    def _encode(self, stream: av.audio.stream.AudioStream, segmenter: HlsSegmenter, frame: av.AudioFrame | None) -> None:
+        try:
+            packets = stream.encode(frame)
+        except av.FFmpegError as exc:
+            raise MediaError("audio encoding failed", context={"at_s": round(self.encoded_s, 3)}) from exc
+        for packet in packets:
+            segmenter.mux(packet)
+
+
+def _trim_start(frame: av.AudioFrame, samples: int) -> av.AudioFrame:
+    """A copy of ``frame`` without its first ``samples`` samples."""
+    array = frame.to_ndarray()
+    planar = frame.format.is_planar
+    kept = array[:, samples:] if planar else array[:, samples * len(frame.layout.channels) :]
+    out = av.AudioFrame.from_ndarray(np.ascontiguousarray(kept), format=frame.format.name, layout=frame.layout.name)
+    out.sample_rate = frame.sample_rate
+    return out

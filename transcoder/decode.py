@@ -1,0 +1,216 @@
+"""The decoder: demuxes the source once and decodes video and audio once.
+
+One :class:`Decoder` owns the input container, both decoders and the optional
+filter graph (deinterlacing, turning rotated video upright). It hands every
+video frame, with its time on the output timeline, to ``on_video`` and every
+audio frame to ``on_audio``; both callbacks may block (bounded queues), which
+is how the slowest rung paces the decode. The output timeline starts at the
+first video frame: audio times are measured from that same origin.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from fractions import Fraction
+from typing import Any
+
+import av
+import av.container
+import av.filter
+
+from .errors import CancelledError, InputError
+from .models import SourceInfo
+from .probe import Source, open_input
+
+VideoSink = Callable[[av.VideoFrame, Fraction], None]
+AudioSink = Callable[[av.AudioFrame, Fraction], None]
+
+# Isolated broken packets are common in phone recordings and decoders conceal
+# them; a file that keeps failing is broken, not damaged.
+_MAX_DECODE_ERRORS = 25
+# A file whose frames stop this much before its declared end was cut short.
+_TRUNCATION_TOLERANCE_S = 1.0
+
+
+class Decoder:
+    """Demuxes and decodes ``source``; one owner thread runs :meth:`run`."""
+
+    def __init__(
+        self,
+        source: Source,
+        info: SourceInfo,
+        *,
+        threads: int,
+        on_video: VideoSink,
+        on_audio: AudioSink | None,
+        cancel: threading.Event,
+    ) -> None:
+        self.source = source
+        self.info = info
+        self.threads = threads
+        self.on_video = on_video
+        self.on_audio = on_audio
+        self.cancel = cancel
+        self.origin: Fraction | None = None  # source time of the first video frame
+        self.video_end_s = Fraction(0)  # output time where the last video frame ends
+        self.decoded_s = 0.0
+        self._errors = 0
+        self._last_video_s: Fraction | None = None
+        self._frame_duration = 1 / info.video.fps if info.video.fps > 0 else Fraction(1, 25)
+        self._pending_audio: list[tuple[av.AudioFrame, Fraction]] = []
+
+    def run(self) -> None:
+        with open_input(self.source) as container:
+            vstream = container.streams[self.info.video.index]
+            vcc = vstream.codec_context
+            # "AUTO" picks frame threading where the codec has it: PyAV's
+            # default (SLICE) leaves ordinary uploads on one thread.
+            vcc.thread_type = "AUTO"
+            vcc.thread_count = self.threads
+            streams: list[Any] = [vstream]
+            astream = None
+            if self.on_audio is not None and self.info.audio is not None:
+                astream = container.streams[self.info.audio.index]
+                streams.append(astream)
+            graph = _filter_graph(vstream, self.info)
+            try:
+                for packet in container.demux(*streams):
+                    if self.cancel.is_set():
+                        raise CancelledError("decoding cancelled")
+                    if packet.stream is vstream:
+                        for frame in self._decode(packet):
+                            self._video(frame, graph)
+                    elif astream is not None:
+                        for aframe in self._decode(packet):
+                            self._audio(aframe)
+            except av.FFmpegError as exc:
+                raise InputError(
+                    "input is corrupt", context={"at_s": round(self.decoded_s, 3), "error": exc.strerror}
+                ) from exc
+            if graph is not None:
+                self._drain(graph, flush=True)
+        self._check_complete()
+
+    def _decode(self, packet: av.Packet) -> list[Any]:
+        try:
+            return list(packet.decode())
+        except av.InvalidDataError:
+            self._errors += 1
+            if self._errors > _MAX_DECODE_ERRORS:
+                raise
+            return []
+
+    def _video(self, frame: av.VideoFrame, graph: _Graph | None) -> None:
+        if graph is None:
+            self._deliver(frame)
+            return
+        graph.push(frame)
+        self._drain(graph, flush=False)
+
+    def _drain(self, graph: _Graph, *, flush: bool) -> None:
+        if flush:
+            graph.push(None)
+        while True:
+            try:
+                out = graph.pull()
+            except (av.BlockingIOError, av.EOFError):
+                return
+            self._deliver(out)
+
+    def _deliver(self, frame: av.VideoFrame) -> None:
+        time = self._time_of(frame)
+        if self.origin is None:
+            self.origin = time
+            self._release_audio()
+        rel = time - self.origin
+        if self._last_video_s is not None and rel <= self._last_video_s:
+            # Broken or repeated timestamps: keep the order, never go back.
+            rel = self._last_video_s + self._frame_duration / 1000
+        self._last_video_s = rel
+        self.video_end_s = rel + self._frame_duration
+        self.decoded_s = float(rel)
+        self.on_video(frame, rel)
+
+    def _time_of(self, frame: av.VideoFrame) -> Fraction:
+        if frame.pts is None or frame.time_base is None:
+            if self._last_video_s is None or self.origin is None:
+                return Fraction(0)
+            return self.origin + self._last_video_s + self._frame_duration
+        return Fraction(frame.pts) * Fraction(frame.time_base)
+
+    def _audio(self, frame: av.AudioFrame) -> None:
+        if self.on_audio is None or frame.pts is None or frame.time_base is None:
+            return
+        time = Fraction(frame.pts) * Fraction(frame.time_base)
+        if self.origin is None:
+            # Audio can come before the first video frame is decoded (frame
+            # threads delay the video): hold it until the origin is known.
+            self._pending_audio.append((frame, time))
+            return
+        self.on_audio(frame, time - self.origin)
+
+    def _release_audio(self) -> None:
+        pending, self._pending_audio = self._pending_audio, []
+        assert self.origin is not None
+        for frame, time in pending:
+            if self.on_audio is not None:
+                self.on_audio(frame, time - self.origin)
+
+    def _check_complete(self) -> None:
+        if self.origin is None:
+            raise InputError("input has no decodable video frame")
+        declared = self.info.video.duration_s or self.info.duration_s
+        decoded = float(self.video_end_s)
+        if declared and declared - decoded > max(_TRUNCATION_TOLERANCE_S, declared * 0.05):
+            raise InputError(
+                "input is truncated", context={"declared_s": round(declared, 3), "decoded_s": round(decoded, 3)}
+            )
+
+
+class _Graph:
+    """A linear FFmpeg filter graph (``buffer -> filters... -> buffersink``)."""
+
+    def __init__(self, stream: Any, filters: list[tuple[str, str]]) -> None:
+        self.graph = av.filter.Graph()
+        node = self.graph.add_buffer(template=stream)
+        for name, args in filters:
+            nxt = self.graph.add(name, args)
+            node.link_to(nxt)
+            node = nxt
+        sink = self.graph.add("buffersink")
+        node.link_to(sink)
+        self.graph.configure()
+        self.description = ",".join(f"{n}={a}" if a else n for n, a in filters)
+
+    def push(self, frame: av.VideoFrame | None) -> None:
+        self.graph.push(frame)
+
+    def pull(self) -> av.VideoFrame:
+        frame = self.graph.pull()
+        assert isinstance(frame, av.VideoFrame)
+        return frame
+
+
+def video_filters(info: SourceInfo) -> list[tuple[str, str]]:
+    """The filters a source needs before scaling: deinterlace, then turn upright.
+
+    Shown by ``transcode --plan``. Interlaced video is deinterlaced with
+    ``bwdif`` at frame rate (one frame per frame, not per field).
+    """
+    filters: list[tuple[str, str]] = []
+    if info.video.interlaced:
+        filters.append(("bwdif", "mode=send_frame:parity=auto:deint=all"))
+    rotation = info.video.rotation_deg
+    if rotation == 90:
+        filters.append(("transpose", "clock"))
+    elif rotation == 180:
+        filters.extend([("hflip", ""), ("vflip", "")])
+    elif rotation == 270:
+        filters.append(("transpose", "cclock"))
+    return filters
+
+
+def _filter_graph(stream: Any, info: SourceInfo) -> _Graph | None:
+    filters = video_filters(info)
+    return _Graph(stream, filters) if filters else None

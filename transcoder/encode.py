@@ -1,0 +1,161 @@
+"""Per-rung video encoding: constant frame rate, scaling, libx264, segmenting.
+
+A :class:`RungEncoder` owns everything of one rung (scaler, x264 context,
+``hls`` muxer) and is driven by one thread. It receives every decoded source
+frame with its time and decides itself which output slots the frame fills, so
+rungs with different frame rates share one decode.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import av
+from av.video.frame import PictureType
+
+from .bitstream import avc_codecs_tag
+from .errors import MediaError
+from .models import Ladder, Rung
+from .scale import Scaler
+from .segmenter import HlsSegmenter, exact_segment_s
+
+# Applied before opening x264. Scene-cut keyframes off and min-keyint = keyint:
+# every rung then has IDRs exactly every GOP, at the same timestamps, so
+# segments line up across variants (players switch only at such points).
+_X264_PARAMS = "keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0"
+
+
+def x264_options(rung: Rung, *, gop_frames: int, preset: str, crf: int) -> dict[str, str]:
+    """The exact libx264 options of ``rung`` (shown by ``transcode --plan``)."""
+    return {
+        "preset": preset,
+        "profile": rung.profile,
+        "level": rung.level,
+        "crf": str(crf),
+        "maxrate": str(rung.maxrate_kbps * 1000),
+        "bufsize": str(rung.bufsize_kbps * 1000),
+        "x264-params": _X264_PARAMS.format(gop=gop_frames),
+        "forced-idr": "1",
+    }
+
+
+class CfrSlots:
+    """Maps source frame times to the output slots of a constant frame rate.
+
+    Each output slot ``n`` (at ``n / fps`` seconds) shows the source frame
+    nearest in time (ties go to the earlier one): a variable-rate source
+    becomes constant-rate without drifting, a 60 fps source feeds a 30 fps
+    rung every other frame. Times are exact fractions: no float drift.
+    """
+
+    def __init__(self, fps: Fraction) -> None:
+        self.fps = fps
+        self.next_slot = 0
+        self._half = Fraction(1, 2) / fps
+
+    def slots_before(self, time_s: Fraction) -> int:
+        """How many pending slots the previous frame fills, given the next frame's time."""
+        count = 0
+        while self.next_slot / self.fps + self._half <= time_s:
+            self.next_slot += 1
+            count += 1
+        return count
+
+    def slots_until_end(self, end_s: Fraction) -> int:
+        """Slots the last frame fills so the output lasts ``end_s`` seconds."""
+        total = max(self.next_slot + 1, round(end_s * self.fps))
+        count = total - self.next_slot
+        self.next_slot = total
+        return count
+
+
+class RungEncoder:
+    """Scales, encodes and segments one rung. One owner thread."""
+
+    def __init__(
+        self,
+        rung: Rung,
+        ladder: Ladder,
+        *,
+        segmenter: HlsSegmenter,
+        preset: str,
+        crf: int,
+        threads: int,
+        interpolation: str,
+    ) -> None:
+        self.rung = rung
+        self.gop_frames = ladder.gop_frames(rung)
+        self.segmenter = segmenter
+        self.scaler = Scaler(rung.width, rung.height, interpolation=interpolation)
+        self.slots = CfrSlots(rung.fps)
+        self.codecs: str | None = None
+        self.frames_out = 0
+        self._pending: av.VideoFrame | None = None
+        stream = segmenter.container.add_stream("libx264", rate=rung.fps)
+        stream.width = rung.width
+        stream.height = rung.height
+        stream.pix_fmt = "yuv420p"
+        cc = stream.codec_context
+        cc.time_base = 1 / rung.fps
+        cc.framerate = rung.fps
+        # PyAV's default is SLICE threading (sliced_threads=1 in x264's SEI):
+        # less efficient and it costs bitrate. Frame threads, counted by the plan.
+        cc.thread_type = "FRAME"
+        cc.thread_count = threads
+        cc.bit_rate = rung.bitrate_kbps * 1000
+        cc.options = x264_options(rung, gop_frames=self.gop_frames, preset=preset, crf=crf)
+        self.stream = stream
+        self._time_base = cc.time_base
+
+    @property
+    def encoded_s(self) -> float:
+        return self.frames_out / float(self.rung.fps)
+
+    def push(self, frame: av.VideoFrame, time_s: Fraction) -> None:
+        """Feed the next source frame, shown from ``time_s`` (seconds from the start)."""
+        if self._pending is not None:
+            repeat = self.slots.slots_before(time_s)
+            self._emit(self._pending, repeat)
+        self._pending = frame
+
+    def finish(self, end_s: Fraction) -> None:
+        """Fill the output up to ``end_s``, flush the encoder and close the muxer."""
+        if self._pending is not None:
+            self._emit(self._pending, self.slots.slots_until_end(end_s))
+            self._pending = None
+        self._encode(None)
+        self.segmenter.close()
+
+    def _emit(self, source: av.VideoFrame, repeat: int) -> None:
+        if repeat <= 0:
+            return
+        frame = self.scaler.scale(source)
+        for _ in range(repeat):
+            slot = self.frames_out
+            frame.pts = slot
+            frame.time_base = self._time_base
+            # Decoded frames keep the source's picture type, which x264 would
+            # take as forced frame types: reset it, and force I only at GOPs.
+            frame.pict_type = PictureType.I if slot % self.gop_frames == 0 else PictureType.NONE
+            self._encode(frame)
+            self.frames_out += 1
+
+    def _encode(self, frame: av.VideoFrame | None) -> None:
+        try:
+            packets = self.stream.encode(frame)
+        except av.FFmpegError as exc:
+            raise MediaError(
+                "video encoding failed", context={"rung": self.rung.name, "frame": self.frames_out}
+            ) from exc
+        for packet in packets:
+            if self.codecs is None and packet.is_keyframe:
+                self.codecs = avc_codecs_tag(bytes(self.stream.codec_context.extradata or b"") or bytes(packet))
+            self.segmenter.mux(packet)
+
+
+def rung_segment_s(ladder: Ladder, rung: Rung) -> float:
+    """The exact segment length of ``rung`` (a whole number of its GOPs)."""
+    return exact_segment_s(ladder.segment_s, ladder.gop_s, rung.fps)
+
+
+__all__ = ["CfrSlots", "RungEncoder", "rung_segment_s", "x264_options"]

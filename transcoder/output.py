@@ -1,0 +1,126 @@
+"""Where a run's files go: the destination interface and the local directory.
+
+The pipeline hands every finished object (a closed segment, a playlist) to an
+:class:`OutputSink` by its path relative to the destination root. A sink may
+store synchronously (a local directory) or queue the work (an object store
+uploader); :meth:`OutputSink.flush` waits until everything handed over so far
+is stored. The master playlist goes through :meth:`OutputSink.publish`, which
+the pipeline calls last, after a successful flush: a reader never sees a master
+playlist that names something missing.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Protocol
+
+from .errors import OutputError
+
+CONTENT_TYPES = {
+    ".m3u8": "application/vnd.apple.mpegurl",
+    ".ts": "video/mp2t",
+    ".m4s": "video/iso.segment",
+    ".mp4": "video/mp4",
+    ".jpg": "image/jpeg",
+}
+
+
+def content_type_for(relpath: str) -> str:
+    """The Content-Type an HLS player expects for ``relpath``."""
+    return CONTENT_TYPES.get(os.path.splitext(relpath)[1], "application/octet-stream")
+
+
+class OutputSink(Protocol):
+    """Stores a run's objects. Implementations must be thread-safe."""
+
+    def put(self, relpath: str, data: bytes) -> None:
+        """Store (or queue) one object; may raise OutputError for an earlier failure."""
+
+    def flush(self) -> None:
+        """Wait until every object put so far is stored; raise the first failure."""
+
+    def publish(self, relpath: str, data: bytes) -> None:
+        """Store the object that makes the output visible (the master playlist)."""
+
+    def abort(self) -> None:
+        """Undo what this run stored, as far as possible. Never raises."""
+
+    def retract(self, relpath: str) -> None:
+        """Remove an object an earlier run published (a stale master playlist)."""
+
+    def describe(self, relpath: str) -> str:
+        """Where ``relpath`` ends up, for messages (never contains secrets)."""
+
+
+class LocalDirectory:
+    """A sink writing into a local directory.
+
+    Objects are written where they belong as they arrive; the master playlist
+    is written to a temporary name and renamed, so it appears whole or not at
+    all. :meth:`abort` removes every file this run wrote.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self._written: list[Path] = []
+        self._lock = threading.Lock()
+
+    def _target(self, relpath: str) -> Path:
+        if relpath.startswith("/") or ".." in Path(relpath).parts:
+            raise OutputError("refusing a path outside the output directory", context={"path": relpath})
+        return self.root / relpath
+
+    def put(self, relpath: str, data: bytes) -> None:
+        target = self._target(relpath)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with self._lock:
+                self._written.append(target)
+            target.write_bytes(data)
+        except OSError as exc:
+            raise OutputError("could not write output file", context={"path": str(target), "error": exc.strerror}) from exc
+
+    def flush(self) -> None:
+        return None  # writes are synchronous
+
+    def publish(self, relpath: str, data: bytes) -> None:
+        target = self._target(relpath)
+        temporary = target.with_name(f".{target.name}.partial")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temporary.write_bytes(data)
+            os.replace(temporary, target)
+        except OSError as exc:
+            temporary.unlink(missing_ok=True)
+            raise OutputError("could not write output file", context={"path": str(target), "error": exc.strerror}) from exc
+        with self._lock:
+            self._written.append(target)
+
+    def abort(self) -> None:
+        with self._lock:
+            written, self._written = self._written, []
+        directories: set[Path] = set()
+        for path in written:
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                continue
+            directories.add(path.parent)
+        for directory in sorted(directories, key=lambda p: len(p.parts), reverse=True):
+            while directory != self.root and self.root in directory.parents:
+                try:
+                    directory.rmdir()  # only if empty: never remove what we did not write
+                except OSError:
+                    break
+                directory = directory.parent
+
+    def retract(self, relpath: str) -> None:
+        try:
+            self._target(relpath).unlink(missing_ok=True)
+        except OSError as exc:
+            raise OutputError("could not remove a stale output file", context={"path": relpath}) from exc
+
+    def describe(self, relpath: str) -> str:
+        return str(self.root / relpath)

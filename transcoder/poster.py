@@ -1,0 +1,71 @@
+"""The poster image: a representative frame, chosen while decoding, as JPEG.
+
+Candidates are taken at a few fixed points of the video (never the first
+frame, which is often black or a fade-in); each is scored by its luma contrast
+and rejected when nearly black, white or flat. Costs one downscale per
+candidate, nothing per ordinary frame beyond a comparison.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import av
+import numpy as np
+from av.video.reformatter import Interpolation
+
+_CANDIDATE_POINTS = (0.1, 0.25, 0.4, 0.5, 0.6, 0.75)
+_MIN_MEAN, _MAX_MEAN, _MIN_STD = 16.0, 240.0, 6.0
+
+
+class PosterPicker:
+    """Keeps the best candidate frame; :meth:`jpeg` encodes it.
+
+    ``width``/``height`` is the poster size (the display aspect of the video).
+    """
+
+    def __init__(self, duration_s: float, width: int, height: int) -> None:
+        self.width = width
+        self.height = height
+        self._points = [Fraction(p) * Fraction(duration_s).limit_denominator(1000) for p in _CANDIDATE_POINTS]
+        self._best: tuple[float, av.VideoFrame] | None = None
+        self._fallback: av.VideoFrame | None = None
+
+    def push(self, frame: av.VideoFrame, time_s: Fraction) -> None:
+        if self._fallback is None or (self._points and time_s >= self._points[0]):
+            candidate = frame.reformat(
+                width=self.width, height=self.height, format="yuvj420p", interpolation=Interpolation.BICUBIC
+            )
+            if self._fallback is None:
+                self._fallback = candidate
+                if not self._points or time_s < self._points[0]:
+                    return
+            while self._points and time_s >= self._points[0]:
+                self._points.pop(0)
+            score = _score(candidate)
+            if score is not None and (self._best is None or score > self._best[0]):
+                self._best = (score, candidate)
+
+    def jpeg(self) -> bytes | None:
+        """The chosen frame as JPEG bytes (None if no frame was seen)."""
+        frame = self._best[1] if self._best else self._fallback
+        if frame is None:
+            return None
+        codec = av.CodecContext.create("mjpeg", "w")
+        codec.width = frame.width
+        codec.height = frame.height
+        codec.pix_fmt = "yuvj420p"
+        codec.time_base = Fraction(1, 25)
+        codec.qscale = 3  # visually lossless for a thumbnail, a few tens of kB
+        frame.pts = 0
+        packets = codec.encode(frame) + codec.encode(None)
+        return b"".join(bytes(p) for p in packets)
+
+
+def _score(frame: av.VideoFrame) -> float | None:
+    luma = np.frombuffer(frame.planes[0], dtype=np.uint8)
+    mean = float(luma.mean())
+    std = float(luma.std())
+    if not _MIN_MEAN <= mean <= _MAX_MEAN or std < _MIN_STD:
+        return None
+    return std

@@ -1,0 +1,372 @@
+"""Open an untrusted source safely and describe it.
+
+Uploaded media is hostile. FFmpeg demuxers such as ``hls``, ``concat`` or
+``image2`` follow references inside a file (URLs, other local paths), and the
+demuxer would be chosen from the file's name when one is given. So every input
+is opened the same way, by :func:`open_input`:
+
+* through a Python file object that has no ``name`` (no extension hint),
+* with ``format_whitelist`` limited to real media containers,
+* with ``protocol_whitelist`` matching no protocol, and
+* with an ``io_open`` callback that refuses every nested open.
+
+Any one of these blocks the known attacks; together they leave no path.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from fractions import Fraction
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+import av
+import av.container
+
+from .config import Limits
+from .errors import InputError, LimitExceededError, UnsupportedInputError
+from .models import AudioInfo, SourceInfo, VideoInfo
+
+#: Demuxers a real upload can need. Anything else (hls, concat, image2, the
+#: *_pipe image demuxers, tty, lavfi, data ...) is refused before probing.
+MEDIA_DEMUXERS: tuple[str, ...] = (
+    "mov",  # mov,mp4,m4a,3gp,3g2,mj2
+    "matroska",  # matroska,webm
+    "avi",
+    "mpegts",
+    "mpeg",  # MPEG-PS (.mpg, .vob)
+    "flv",
+    "asf",  # wmv
+    "ogg",
+    "mxf",
+)
+
+# A protocol name that exists nowhere: FFmpeg may open no protocol at all.
+_NO_PROTOCOL = "none"
+_PROBE_PACKETS = 180  # video packets read to judge a variable frame rate
+
+
+class _NamelessReader(io.RawIOBase):
+    """A read-only view of a binary file that hides its name from FFmpeg."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        super().__init__()
+        self._raw = raw
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return self._raw.seekable()
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._raw.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        return n
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def close(self) -> None:
+        try:
+            self._raw.close()
+        finally:
+            super().close()
+
+
+def _refuse_nested_open(url: str, flags: int, options: dict[str, str]) -> BinaryIO:
+    # Called by FFmpeg when a demuxer asks to open another resource named in
+    # the file (a playlist entry, a concat line, an external reference).
+    raise PermissionError(f"the input refers to another resource ({url!r}); refused")
+
+
+Source = str | os.PathLike[str] | IO[bytes]
+
+
+def _describe(source: Source) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    return getattr(source, "uri", None) or type(source).__name__
+
+
+@contextmanager
+def open_input(source: Source) -> Iterator[av.container.InputContainer]:
+    """Open ``source`` (a local path or a seekable binary file) for demuxing.
+
+    The container is closed on exit. Raises :class:`InputError` when the bytes
+    are not a media container this engine accepts.
+    """
+    where = _describe(source)
+    raw: IO[bytes]
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        try:
+            raw = path.open("rb")
+        except FileNotFoundError as exc:
+            raise InputError("input file not found", context={"path": where}) from exc
+        except IsADirectoryError as exc:
+            raise InputError("input is a directory", context={"path": where}) from exc
+        except PermissionError as exc:
+            raise InputError("input file not readable", context={"path": where}) from exc
+    else:
+        raw = source
+    reader = _NamelessReader(raw)
+    try:
+        container = av.open(
+            reader,
+            mode="r",
+            options={
+                "format_whitelist": ",".join(MEDIA_DEMUXERS),
+                "protocol_whitelist": _NO_PROTOCOL,
+            },
+            io_open=_refuse_nested_open,
+        )
+    except PermissionError as exc:
+        reader.close()
+        raise InputError("input refers to other resources; refused", context={"path": where}) from exc
+    except (av.FFmpegError, ValueError, OSError) as exc:
+        reader.close()
+        raise InputError(_open_failure(raw, exc), context={"path": where}) from exc
+    try:
+        yield container
+    finally:
+        container.close()
+        reader.close()
+
+
+def _open_failure(raw: IO[bytes], exc: BaseException) -> str:
+    try:
+        raw.seek(0, io.SEEK_END)
+        if raw.tell() == 0:
+            return "input is empty"
+    except (OSError, ValueError):
+        pass
+    text = str(exc)
+    if "whitelist" in text:
+        return "input is not a supported video container"
+    return "input is not a readable video file"
+
+
+def probe(source: Source, *, limits: Limits = Limits()) -> SourceInfo:
+    """Describe ``source``; raise :class:`InputError` if it cannot be transcoded.
+
+    Cost: demuxes a few seconds of packets and decodes the first video frame
+    (which also proves that the stream decodes). Safety limits are checked
+    here, before any full decode.
+    """
+    where = _describe(source)
+    size = _size_of(source)
+    if size is not None and size > limits.max_input_bytes:
+        raise LimitExceededError("input file too large", context={"path": where, "bytes": size})
+    with open_input(source) as container:
+        return _probe_container(container, where=where, size=size, limits=limits)
+
+
+def _size_of(source: Source) -> int | None:
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            return os.stat(source).st_size
+        except OSError:
+            return None
+    return getattr(source, "size", None)
+
+
+def _probe_container(
+    container: av.container.InputContainer, *, where: str, size: int | None, limits: Limits
+) -> SourceInfo:
+    streams = container.streams
+    if len(streams) > limits.max_streams:
+        raise LimitExceededError(
+            "input has too many streams", context={"path": where, "streams": len(streams), "limit": limits.max_streams}
+        )
+    video_streams = [s for s in streams.video if not _is_attached_picture(s)]
+    if not video_streams:
+        if streams.audio:
+            raise UnsupportedInputError("input has no video stream (audio-only is not transcoded)", context={"path": where})
+        raise InputError("input has no video stream", context={"path": where})
+    vstream = video_streams[0]
+    astream = streams.audio[0] if streams.audio else None
+    cc = vstream.codec_context
+    if cc.width <= 0 or cc.height <= 0:
+        raise InputError("video stream has no picture size", context={"path": where})
+    if cc.width > limits.max_width or cc.height > limits.max_height or cc.width * cc.height > limits.max_pixels:
+        raise LimitExceededError(
+            "video dimensions exceed the limit", context={"path": where, "size": f"{cc.width}x{cc.height}"}
+        )
+
+    duration_s = _duration_s(container, vstream)
+    if duration_s is not None and duration_s > limits.max_duration_s:
+        raise LimitExceededError("input is too long", context={"path": where, "duration_s": round(duration_s, 1)})
+
+    first_frame, packet_times = _first_frame_and_times(container, vstream, where)
+    fps, is_vfr = _frame_rate(vstream, packet_times)
+    if fps > limits.max_fps:
+        raise LimitExceededError("frame rate exceeds the limit", context={"path": where, "fps": float(fps)})
+    if duration_s is None:
+        raise InputError("input has no known duration", context={"path": where})
+
+    rotation = (-round(first_frame.rotation)) % 360  # clockwise, as a player turns it
+    if rotation % 90:
+        rotation = 0  # a skewed matrix: ignore rather than guess
+    sar = vstream.sample_aspect_ratio or cc.sample_aspect_ratio or Fraction(1)
+    if sar <= 0:
+        sar = Fraction(1)
+    width, height = first_frame.width, first_frame.height
+    display_w, display_h = _display_size(width, height, sar, rotation)
+    fmt = first_frame.format
+    bit_depth = max((c.bits for c in fmt.components), default=8)
+    video = VideoInfo(
+        index=vstream.index,
+        codec=cc.name,
+        coded_width=width,
+        coded_height=height,
+        display_width=display_w,
+        display_height=display_h,
+        sample_aspect_ratio=sar,
+        rotation_deg=rotation,
+        fps=fps,
+        is_vfr=is_vfr,
+        pix_fmt=fmt.name,
+        bit_depth=bit_depth,
+        chroma_subsampling=_chroma(fmt),
+        field_order=_field_order(cc.field_order, first_frame.interlaced_frame),
+        start_s=_start_s(vstream),
+        duration_s=_stream_duration_s(vstream),
+        frame_count=vstream.frames or None,
+    )
+    audio = None
+    if astream is not None:
+        acc = astream.codec_context
+        audio = AudioInfo(
+            index=astream.index,
+            codec=acc.name,
+            channels=acc.channels or 0,
+            layout=acc.layout.name if acc.layout else "",
+            sample_rate=acc.sample_rate or 0,
+            start_s=_start_s(astream),
+            duration_s=_stream_duration_s(astream),
+        )
+        if audio.channels <= 0 or audio.sample_rate <= 0:
+            audio = None  # undecodable audio description: treat as silent
+    return SourceInfo(
+        container=container.format.name,
+        duration_s=duration_s,
+        size_bytes=size,
+        bit_rate_bps=container.bit_rate or None,
+        video=video,
+        audio=audio,
+        stream_count=len(streams),
+    )
+
+
+def _is_attached_picture(stream: av.video.stream.VideoStream) -> bool:
+    return bool(stream.disposition & av.stream.Disposition.attached_pic)
+
+
+def _first_frame_and_times(
+    container: av.container.InputContainer, vstream: Any, where: str
+) -> tuple[av.VideoFrame, list[float]]:
+    """Decode the first video frame; collect packet timestamps for the fps check."""
+    times: list[float] = []
+    first: av.VideoFrame | None = None
+    try:
+        for packet in container.demux(vstream):
+            if packet.pts is not None and packet.time_base is not None:
+                times.append(float(packet.pts * packet.time_base))
+            if first is None:
+                for frame in packet.decode():
+                    first = frame
+                    break
+            if first is not None and len(times) >= _PROBE_PACKETS:
+                break
+        if first is None:
+            for frame in vstream.codec_context.decode(None):
+                first = frame
+                break
+    except av.FFmpegError as exc:
+        raise InputError("video stream does not decode", context={"path": where}) from exc
+    if first is None:
+        raise InputError("video stream has no decodable frame", context={"path": where})
+    return first, times
+
+
+def _frame_rate(vstream: Any, packet_times: list[float]) -> tuple[Fraction, bool]:
+    """Average frame rate, and whether frame durations vary (VFR).
+
+    Irregular gaps between presentation times mark a variable rate; B-frame
+    reordering is undone by sorting first.
+    """
+    rate = vstream.average_rate or vstream.guessed_rate or vstream.base_rate
+    times = sorted(set(packet_times))
+    deltas = [b - a for a, b in zip(times, times[1:]) if b > a]
+    is_vfr = False
+    if len(deltas) >= 4:
+        deltas.sort()
+        median = deltas[len(deltas) // 2]
+        spread = [d for d in deltas if abs(d - median) > max(0.002, median * 0.1)]
+        is_vfr = len(spread) > len(deltas) * 0.05
+        if not rate:
+            rate = Fraction(1 / median).limit_denominator(1001)
+    if not rate or rate <= 0:
+        rate = Fraction(25)
+    return Fraction(rate).limit_denominator(100_000), is_vfr
+
+
+def _display_size(width: int, height: int, sar: Fraction, rotation: int) -> tuple[int, int]:
+    display_w = max(2, round(width * sar)) if sar >= 1 else width
+    display_h = height if sar >= 1 else max(2, round(height / sar))
+    if rotation in (90, 270):
+        display_w, display_h = display_h, display_w
+    return display_w, display_h
+
+
+def _chroma(fmt: Any) -> str:
+    """Chroma subsampling of a planar YUV format, read off its plane sizes."""
+    comps = fmt.components
+    if len(comps) < 3 or fmt.name.startswith(("rgb", "bgr", "gbr", "gray", "pal")):
+        return "other"
+    luma, chroma = comps[0], comps[1]
+    if (chroma.width, chroma.height) == (luma.width, luma.height):
+        return "444"
+    if chroma.height == luma.height:
+        return "422"
+    if chroma.width < luma.width and chroma.height < luma.height:
+        return "420"
+    return "other"
+
+
+_FIELD_ORDERS = {0: "unknown", 1: "progressive", 2: "tt", 3: "bb", 4: "tb", 5: "bt"}
+
+
+def _field_order(value: int, frame_interlaced: bool) -> str:
+    order = _FIELD_ORDERS.get(value, "unknown")
+    if order in ("unknown", "progressive") and frame_interlaced:
+        return "tt"
+    if order == "unknown" and not frame_interlaced:
+        return "progressive"
+    return order
+
+
+def _start_s(stream: Any) -> float:
+    if stream.start_time is None or stream.time_base is None:
+        return 0.0
+    return float(stream.start_time * stream.time_base)
+
+
+def _stream_duration_s(stream: Any) -> float | None:
+    if stream.duration is None or stream.time_base is None:
+        return None
+    return float(stream.duration * stream.time_base)
+
+
+def _duration_s(container: av.container.InputContainer, vstream: Any) -> float | None:
+    if container.duration is not None and container.duration > 0:
+        return container.duration / av.time_base
+    return _stream_duration_s(vstream)

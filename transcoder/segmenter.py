@@ -1,0 +1,243 @@
+"""One rendition's HLS segmenter: FFmpeg's ``hls`` muxer with captured I/O.
+
+The muxer cuts segments at keyframes and writes MPEG-TS or fMP4 bytes; every
+file it opens goes through :meth:`HlsSegmenter._io_open`, so nothing touches
+the disk or the network except through the run's :class:`OutputSink`. As a
+segment closes its bytes are measured (size, where its I-frames lie) and handed
+to the sink at once, so an uploading sink stores segments while encoding goes
+on. The muxer's own playlist is captured only to read its segment durations;
+the playlists this project publishes are rendered by :mod:`transcoder.hls`.
+
+One owner thread: the rendition's encoder thread creates, feeds and closes it.
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+import re
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Literal
+
+import av
+import av.container
+
+from .bitstream import mp4_top_level_boxes, ts_iframe_ranges
+from .errors import MediaError, OutputError
+from .models import IFrameInfo, SegmentInfo
+from .output import OutputSink
+
+SegmentFormat = Literal["ts", "fmp4"]
+_EXTINF = re.compile(r"#EXTINF:([0-9.]+),")
+# The MPEG-TS muxer's delay budget, as the ffmpeg CLI sets it (-muxdelay 0.7):
+# without it every AAC frame becomes its own PES packet (+~37 kb/s per rung).
+_MAX_DELAY_US = 700_000
+
+
+@dataclass(slots=True)
+class _ClosedSegment:
+    uri: str
+    size_bytes: int
+    iframes: list[tuple[int, int, int]]  # offset, length, pts (90 kHz)
+
+
+class _Capture(io.RawIOBase):
+    """A write-only file the muxer fills; its bytes go to a callback on close."""
+
+    def __init__(self, url: str, on_close: Any) -> None:
+        super().__init__()
+        self.url = url
+        self._buffer = io.BytesIO()
+        self._on_close = on_close
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True  # the mp4 muxer seeks back to patch box sizes
+
+    def write(self, data: Any) -> int:
+        return self._buffer.write(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._buffer.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._buffer.tell()
+
+    def close(self) -> None:
+        if not self.closed:
+            callback, self._on_close = self._on_close, None
+            super().close()
+            if callback is not None:
+                callback(self.url, self._buffer.getvalue())
+
+
+@dataclass(slots=True)
+class HlsSegmenter:
+    """Owns the ``hls`` muxer of one rendition (``name`` is its directory).
+
+    ``segment_s`` is the exact segment length (a whole number of GOPs at the
+    rendition's frame rate): the muxer cuts at the first keyframe at or after
+    each multiple of it.
+    """
+
+    name: str
+    sink: OutputSink
+    segment_s: float
+    segment_format: SegmentFormat = "ts"
+    video: bool = True  # index I-frames (video renditions only)
+    container: av.container.OutputContainer = field(init=False)
+    segments: list[_ClosedSegment] = field(init=False, default_factory=list)
+    init_uri: str | None = field(init=False, default=None)
+    _playlist: str = field(init=False, default="")
+    _error: BaseException | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        extension = "ts" if self.segment_format == "ts" else "m4s"
+        options = {
+            "hls_time": f"{self.segment_s:.6f}",
+            "hls_list_size": "0",
+            "hls_playlist_type": "vod",
+            "hls_segment_filename": f"{self.name}/seg_%05d.{extension}",
+            "hls_flags": "independent_segments",
+        }
+        if self.segment_format == "fmp4":
+            options["hls_segment_type"] = "fmp4"
+            options["hls_fmp4_init_filename"] = "init.mp4"
+            self.init_uri = "init.mp4"
+        self.container = av.open(
+            f"{self.name}/muxer.m3u8",
+            mode="w",
+            format="hls",
+            options=options,
+            container_options={"max_delay": str(_MAX_DELAY_US)},
+            io_open=self._io_open,
+        )
+
+    # -- FFmpeg I/O --------------------------------------------------------
+    def _io_open(self, url: str, flags: int, options: dict[str, str]) -> _Capture:
+        return _Capture(url, self._closed)
+
+    def _closed(self, url: str, data: bytes) -> None:
+        # Runs inside FFmpeg's close callback: never raise through it; keep the
+        # error and raise it from the owner thread's next call.
+        try:
+            if url.endswith(".m3u8"):
+                self._playlist = data.decode("utf-8", "replace")
+                return
+            relpath = url if url.startswith(self.name + "/") else posixpath.join(self.name, url)
+            self.sink.put(relpath, data)
+            if url.endswith("init.mp4"):
+                return
+            iframes: list[tuple[int, int, int]] = []
+            if self.video:
+                iframes = ts_iframe_ranges(data) if self.segment_format == "ts" else _fmp4_iframes(data)
+            self.segments.append(_ClosedSegment(uri=posixpath.basename(relpath), size_bytes=len(data), iframes=iframes))
+        except BaseException as exc:  # noqa: BLE001 - re-raised by check()
+            if self._error is None:
+                self._error = exc
+
+    def check(self) -> None:
+        """Raise the first error a close callback kept."""
+        if self._error is not None:
+            error = self._error
+            if isinstance(error, (OutputError, MediaError)):
+                raise error
+            raise OutputError("storing a segment failed", context={"rendition": self.name}) from error
+
+    def mux(self, packet: av.Packet) -> None:
+        try:
+            self.container.mux(packet)
+        except av.FFmpegError as exc:
+            raise MediaError("muxing failed", context={"rendition": self.name}) from exc
+        self.check()
+
+    def close(self) -> None:
+        """Flush and close the muxer (writes the last segment)."""
+        try:
+            self.container.close()
+        except av.FFmpegError as exc:
+            raise MediaError("closing the muxer failed", context={"rendition": self.name}) from exc
+        self.check()
+
+    def abandon(self) -> None:
+        """Close after a failure elsewhere; errors are irrelevant by then."""
+        try:
+            self.container.close()
+        except Exception:  # noqa: BLE001 - the run has already failed
+            pass
+
+    def measured_segments(self) -> list[SegmentInfo]:
+        """The closed segments with durations from the muxer's own playlist.
+
+        I-frame durations run to the next I-frame (across segment boundaries)
+        and, for the last one, to the end of the rendition.
+        """
+        durations = [float(d) for d in _EXTINF.findall(self._playlist)]
+        if len(durations) != len(self.segments):
+            raise MediaError(
+                "the muxer's playlist does not match the segments written",
+                context={"rendition": self.name, "segments": len(self.segments), "entries": len(durations)},
+            )
+        starts: list[float] = []
+        t = 0.0
+        for duration in durations:
+            starts.append(t)
+            t += duration
+        end_s = t
+        # Absolute I-frame times (relative to the first I-frame) for durations.
+        flat: list[tuple[int, int, int, float]] = []  # segment index, offset, length, time
+        first_pts: int | None = None
+        for index, segment in enumerate(self.segments):
+            for offset, length, pts in segment.iframes:
+                if pts < 0:  # no timestamp read (fMP4): the fragment starts the segment
+                    flat.append((index, offset, length, starts[index]))
+                    continue
+                if first_pts is None:
+                    first_pts = pts
+                flat.append((index, offset, length, (pts - first_pts) / 90_000))
+        per_segment: list[list[IFrameInfo]] = [[] for _ in self.segments]
+        for i, (index, offset, length, time_s) in enumerate(flat):
+            next_s = flat[i + 1][3] if i + 1 < len(flat) else end_s
+            per_segment[index].append(
+                IFrameInfo(offset_bytes=offset, length_bytes=length, duration_s=max(0.001, next_s - time_s))
+            )
+        return [
+            SegmentInfo(
+                rendition=self.name,
+                sequence=i,
+                uri=segment.uri,
+                start_s=starts[i],
+                duration_s=durations[i],
+                size_bytes=segment.size_bytes,
+                iframes=tuple(per_segment[i]),
+            )
+            for i, segment in enumerate(self.segments)
+        ]
+
+
+def _fmp4_iframes(data: bytes) -> list[tuple[int, int, int]]:
+    """I-frame ranges of an fMP4 segment: each fragment (moof + mdat) from its moof.
+
+    The hls muxer starts every fragment at a keyframe; the range spans the
+    whole fragment, which holds the I-frame first. Timestamps are not read
+    from the boxes: fragments follow each other, so their order is enough and
+    the times are filled in as the fragment's index (callers use durations
+    from the playlist when there is one fragment per segment).
+    """
+    boxes = mp4_top_level_boxes(data)
+    ranges: list[tuple[int, int, int]] = []
+    for i, (kind, offset, size) in enumerate(boxes):
+        if kind == "moof" and i + 1 < len(boxes) and boxes[i + 1][0] == "mdat":
+            mdat_offset, mdat_size = boxes[i + 1][1], boxes[i + 1][2]
+            ranges.append((offset, mdat_offset + mdat_size - offset, -1))
+    return ranges
+
+
+def exact_segment_s(segment_s: float, gop_s: float, fps: Fraction) -> float:
+    """Segment length in seconds that is exactly a whole number of GOPs at ``fps``."""
+    gop_frames = max(1, round(fps * Fraction(gop_s).limit_denominator(1000)))
+    gops = max(1, round(segment_s / gop_s))
+    return float(Fraction(gop_frames * gops) / fps)
