@@ -52,7 +52,9 @@ class CanaryServer:
         server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         server.daemon_threads = True
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="canary-http", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="canary-http", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -135,7 +137,7 @@ class CanaryServer:
             def do_HEAD(self) -> None:
                 self._answer(with_body=False)
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+            def log_message(self, format: str, *args: object) -> None:
                 pass
 
         return Handler

@@ -285,7 +285,7 @@ class _AudioWriter:
     def flush(self) -> None:
         self._mux(self.stream.encode(None))
 
-    def _mux(self, packets: list[av.Packet]) -> None:
+    def _mux(self, packets: list[av.Packet[Any]]) -> None:
         for packet in packets:
             if packet.pts is None:
                 continue
@@ -388,7 +388,8 @@ def make_clip(
     unless ``faststart``. ``vfr`` uses a 1/90000 time base with frame durations
     alternating 1/fps and 1.5/fps (average 0.8*fps). ``sar`` is the sample
     (pixel) aspect ratio, e.g. ``(4, 3)``. ``rotation`` is clockwise, one of
-    0/90/180/270. Odd sizes need a non-subsampled ``pix_fmt`` (``yuv444p``).
+    0/90/180/270; mp4, mov and Matroska keep it, MPEG-TS drops it. Odd sizes
+    need a non-subsampled ``pix_fmt`` (``yuv444p``).
     Audio runs from ``audio_start_s`` to ``seconds``.
     """
     if rotation not in (0, 90, 180, 270):

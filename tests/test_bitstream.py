@@ -169,7 +169,7 @@ def test_codecs_tag_removes_emulation_prevention_bytes() -> None:
     ],
 )
 def test_codecs_tag_without_complete_sps_raises(data: bytes) -> None:
-    with pytest.raises(ValueError, match="SPS|avcC"):
+    with pytest.raises(ValueError, match=r"SPS|avcC"):
         avc_codecs_tag(data)
 
 

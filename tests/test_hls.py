@@ -7,7 +7,7 @@ from dataclasses import replace
 from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 
-import m3u8  # type: ignore[import-untyped]  # ships no type hints
+import m3u8
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -21,6 +21,7 @@ from transcoder.hls import (
     render_iframe_playlist,
     render_master_playlist,
     render_media_playlist,
+    target_duration_s,
 )
 from transcoder.models import IFrameInfo, SegmentInfo
 
@@ -168,6 +169,7 @@ def test_target_duration_covers_every_rounded_extinf(durations: list[float]) -> 
     # than needed (a larger target delays players' reloads and startup).
     assert all(r <= parsed.target_duration for r in rounded)
     assert parsed.target_duration == max(1, *rounded)
+    assert target_duration_s(durations) == parsed.target_duration
     assert all(abs(s.duration - d) <= 5e-7 for s, d in zip(parsed.segments, durations, strict=True))
 
 
@@ -351,7 +353,7 @@ def test_master_as_m3u8_sees_it_and_orders_by_bandwidth() -> None:
     assert parsed.is_variant and parsed.version == 6 and parsed.is_independent_segments
     bandwidths = [p.stream_info.bandwidth for p in parsed.playlists]
     assert bandwidths == [800_000, 1_400_000, 3_000_000, 6_000_000]
-    assert [p.uri for p in parsed.playlists] == ["360p/index.m3u8", "480p/index.m3u8", "720p/index.m3u8", "1080p/index.m3u8"]
+    assert [p.uri for p in parsed.playlists] == [f"{n}/index.m3u8" for n in ("360p", "480p", "720p", "1080p")]
     for p in parsed.playlists:
         info = p.stream_info
         assert info.average_bandwidth == info.bandwidth * 3 // 4
@@ -457,7 +459,11 @@ def test_master_attribute_quoting() -> None:
             [AUDIO, AudioEntry(group_id="aac", name="audio", uri="b.m3u8", default=False, channels=2, language=None)],
             "two renditions named",
         ),
-        ([variant("360p", 800_000)], [AudioEntry(group_id="aac", name='a"b', uri="a.m3u8", default=True, channels=2, language=None)], "NAME"),
+        (
+            [variant("360p", 800_000)],
+            [AudioEntry(group_id="aac", name='a"b', uri="a.m3u8", default=True, channels=2, language=None)],
+            "NAME",
+        ),
         ([variant("360p", 800_000, codecs="mp4a.40.2")], [AUDIO], "no video codec"),
     ],
 )

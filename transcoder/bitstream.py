@@ -196,9 +196,7 @@ def _pes_pts(packet: bytes, payload_offset: int) -> int | None:
     return ((b0 >> 1) & 0x07) << 30 | b1 << 22 | (b2 >> 1) << 15 | b3 << 7 | b4 >> 1
 
 
-def ts_iframe_ranges(
-    segment: bytes, *, keyframe_pts_90k: Sequence[int] | None = None
-) -> list[tuple[int, int, int]]:
+def ts_iframe_ranges(segment: bytes, *, keyframe_pts_90k: Sequence[int] | None = None) -> list[tuple[int, int, int]]:
     """Byte ranges of the keyframes in an MPEG-TS ``segment``, for I-frame playlists.
 
     Returns ``(offset, length, pts_90k)`` per keyframe, in file order; offset
@@ -261,10 +259,7 @@ def ts_iframe_ranges(
             continue
         if pusi and has_payload:
             pts = _pes_pts(packet, payload_offset)
-            if wanted is None:
-                in_keyframe = random_access
-            else:
-                in_keyframe = pts is not None and pts % _PTS_MODULUS in wanted
+            in_keyframe = random_access if wanted is None else pts is not None and pts % _PTS_MODULUS in wanted
             if in_keyframe:
                 if pts is None:
                     raise ValueError(f"keyframe PES without PTS at offset {offset}")
@@ -275,14 +270,12 @@ def ts_iframe_ranges(
 
     if video_pid is None and data:
         raise ValueError("no PAT/PMT with an H.264 stream (stream_type 0x1B) in the segment")
-    return [
-        (start * TS_PACKET_SIZE, (last + 1 - start) * TS_PACKET_SIZE, pts) for start, last, pts in ranges
-    ]
+    return [(start * TS_PACKET_SIZE, (last + 1 - start) * TS_PACKET_SIZE, pts) for start, last, pts in ranges]
 
 
 def _is_table_or_null(pid: int, pmt_pid: int | None) -> bool:
     # Null packets (CBR stuffing) may sit between the tables and the PES.
-    return pid < _SI_PID_LIMIT or pid == pmt_pid or pid == _NULL_PID
+    return pid < _SI_PID_LIMIT or pid in (pmt_pid, _NULL_PID)
 
 
 def _range_start(pids: list[int], first: int, pmt_pid: int | None) -> int:

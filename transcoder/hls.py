@@ -42,6 +42,7 @@ __all__ = [
     "render_iframe_playlist",
     "render_master_playlist",
     "render_media_playlist",
+    "target_duration_s",
 ]
 
 # RFC 8216 section 7: the lowest protocol version that allows each feature.
@@ -49,7 +50,8 @@ _VERSION_DECIMAL_EXTINF = 3
 _VERSION_BYTERANGE_IFRAMES = 4
 _VERSION_MAP_IN_IFRAMES = 5
 _VERSION_MAP_IN_MEDIA = 6
-# Master playlists: 6 is what Apple's tools write; nothing used here needs more.
+# Master playlists: no tag written here needs a particular version (RFC 8216
+# section 7); 6 matches the fMP4 media playlists the variants may point to.
 _MASTER_VERSION = 6
 
 # CODECS entries that name a video format; the I-frame playlist carries only
@@ -117,9 +119,7 @@ def _rate_bps(size_bytes: int, duration_s: float) -> int:
     return math.ceil(Fraction(size_bytes * 8) / Fraction(duration_s))
 
 
-def peak_and_average_bps(
-    segments: Sequence[SegmentInfo], *, target_duration_s: int | None = None
-) -> tuple[int, int]:
+def peak_and_average_bps(segments: Sequence[SegmentInfo], *, target_duration_s: int | None = None) -> tuple[int, int]:
     """Return ``(peak_bps, average_bps)`` of one rendition, in bits per second.
 
     ``average_bps`` = ceil(total bytes * 8 / total duration).
@@ -242,8 +242,13 @@ def _extinf(duration_s: float) -> str:
     return f"{duration_s:.6f}"
 
 
-def _target_duration(durations_s: Iterable[float]) -> int:
-    """Max of the *written* EXTINF values rounded half up, and at least 1."""
+def target_duration_s(durations_s: Iterable[float]) -> int:
+    """EXT-X-TARGETDURATION, in whole seconds, for these EXTINF durations.
+
+    = max(1, max of each duration *as written* (6 decimals) rounded half
+    up). The renderers use this; call it too when another value must agree
+    with the playlist (e.g. ``peak_and_average_bps(target_duration_s=...)``).
+    """
     target = 1  # RFC 8216 wants a positive decimal-integer; 0 confuses players.
     for duration_s in durations_s:
         written = Decimal(_extinf(duration_s))
@@ -306,7 +311,7 @@ def render_media_playlist(
         version = required
     elif version < required:
         raise ValueError(f"version {version} is below {required}, the minimum these features need")
-    lines = _vod_header(version, _target_duration(s.duration_s for s in segments))
+    lines = _vod_header(version, target_duration_s(s.duration_s for s in segments))
     if init_uri is not None:
         lines.append(f'#EXT-X-MAP:URI="{_check_uri(init_uri)}"')
     for segment in segments:
@@ -333,14 +338,14 @@ def render_iframe_playlist(segments: Sequence[SegmentInfo], *, init_uri: str | N
         _check_segment_numbers(segment)
         for iframe in segment.iframes:
             if not math.isfinite(iframe.duration_s) or iframe.duration_s < 0:
-                raise ValueError(f"{segment.uri!r}: I-frame duration_s must be finite and >= 0, got {iframe.duration_s}")
+                raise ValueError(f"{segment.uri!r}: I-frame duration_s must be finite and >= 0: {iframe.duration_s}")
             if iframe.offset_bytes < 0 or iframe.length_bytes <= 0:
                 raise ValueError(f"{segment.uri!r}: bad I-frame byte range {iframe.length_bytes}@{iframe.offset_bytes}")
             entries.append((iframe, _check_uri(segment.uri)))
     if not entries:
         raise ValueError("an I-frame playlist needs at least one I-frame")
     version = _VERSION_BYTERANGE_IFRAMES if init_uri is None else _VERSION_MAP_IN_IFRAMES
-    lines = _vod_header(version, _target_duration(i.duration_s for i, _ in entries))
+    lines = _vod_header(version, target_duration_s(i.duration_s for i, _ in entries))
     lines.append("#EXT-X-I-FRAMES-ONLY")
     if init_uri is not None:
         lines.append(f'#EXT-X-MAP:URI="{_check_uri(init_uri)}"')

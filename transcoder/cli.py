@@ -1,0 +1,334 @@
+"""The ``transcode`` command: probe, plan or run a ladder from the shell.
+
+Exit codes (stable, documented in the README)::
+
+    0  success
+    2  usage error (bad option or value)
+    3  bad input: the source is not a usable video (retrying will not help)
+    4  media processing failed after the input was accepted
+    5  output could not be written (disk, permissions, storage)
+    6  cancelled (SIGINT or SIGTERM): nothing was published
+    70 internal error (a bug: please report it with the input)
+
+Errors are printed as one line on stderr, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .config import EncoderSettings, LadderPolicy, TranscodeConfig, X264_PRESETS
+from .decode import video_filters
+from .encode import x264_options
+from .errors import CancelledError, ConfigError, InputError, MediaError, OutputError, TranscodeError
+from .ladder import plan_ladder
+from .models import Ladder, Progress, SourceInfo, TranscodeResult
+from .probe import probe
+from .profiles import detect_budget, plan_threads
+from .run import transcode
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_BAD_INPUT = 3
+EXIT_MEDIA = 4
+EXIT_OUTPUT = 5
+EXIT_CANCELLED = 6
+EXIT_INTERNAL = 70
+
+
+def exit_code_for(error: BaseException) -> int:
+    """The exit code for ``error`` (the table in the module docstring)."""
+    if isinstance(error, InputError):
+        return EXIT_BAD_INPUT
+    if isinstance(error, CancelledError):
+        return EXIT_CANCELLED
+    if isinstance(error, OutputError):
+        return EXIT_OUTPUT
+    if isinstance(error, ConfigError):
+        return EXIT_USAGE
+    if isinstance(error, (MediaError, TranscodeError)):
+        return EXIT_MEDIA
+    return EXIT_INTERNAL
+
+
+def jsonable(value: Any) -> Any:
+    """Dataclasses, fractions and tuples as JSON-ready values."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        for name in ("segment_count", "interlaced"):
+            if hasattr(value, name):
+                out[name] = getattr(value, name)
+        return out
+    if isinstance(value, Fraction):
+        return float(value) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    return value
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("source", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", "output", type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
+@click.option("--plan", "plan_only", is_flag=True, help="Print the ladder and exact encoder settings; encode nothing.")
+@click.option("--preset", type=click.Choice(X264_PRESETS), default="veryfast", show_default=True, help="x264 preset.")
+@click.option("--crf", type=click.IntRange(0, 51), default=23, show_default=True, help="x264 quality (capped by maxrate).")
+@click.option("--segment-seconds", type=float, default=4.0, show_default=True, help="Segment length (whole GOPs).")
+@click.option("--gop-seconds", type=float, default=2.0, show_default=True, help="Keyframe interval.")
+@click.option("--format", "segment_format", type=click.Choice(["ts", "fmp4"]), default="ts", show_default=True)
+@click.option("--threads", type=click.IntRange(1, 256), default=None, help="CPU budget (default: cgroup quota/affinity).")
+@click.option("--cellular", is_flag=True, help="Add a 234p rung whose peak stays within 192 kb/s.")
+@click.option("--no-poster", is_flag=True, help="Do not write poster.jpg.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result (or the plan) as JSON on stdout.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+def cli(
+    source: Path,
+    output: Path | None,
+    plan_only: bool,
+    preset: str,
+    crf: int,
+    segment_seconds: float,
+    gop_seconds: float,
+    segment_format: str,
+    threads: int | None,
+    cellular: bool,
+    no_poster: bool,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Transcode SOURCE (a video file) into an HLS ladder in OUTPUT."""
+    if not plan_only and output is None:
+        raise click.UsageError("missing option '-o' / '--output' (or use --plan)")
+    try:
+        config = TranscodeConfig(
+            ladder=LadderPolicy(cellular_rung=cellular),
+            encoder=EncoderSettings(preset=preset, crf=crf),
+            segment_format="fmp4" if segment_format == "fmp4" else "ts",
+            segment_s=segment_seconds,
+            gop_s=gop_seconds,
+            threads=threads,
+            poster=not no_poster,
+        )
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    code = _plan(source, config, as_json) if plan_only else _run(source, output, config, as_json, quiet)
+    sys.exit(code)
+
+
+def _fail(error: BaseException) -> int:
+    code = exit_code_for(error)
+    if code == EXIT_INTERNAL:
+        message = f"internal error: {type(error).__name__}: {error}"
+    else:
+        message = str(error)
+    click.echo(f"transcode: error: {message}", err=True)
+    return code
+
+
+def _plan(source: Path, config: TranscodeConfig, as_json: bool) -> int:
+    try:
+        info = probe(source, limits=config.limits)
+        ladder = plan_ladder(info, config.ladder, gop_s=config.gop_s, segment_s=config.segment_s)
+    except Exception as exc:  # noqa: BLE001 - rendered as one line
+        return _fail(exc)
+    threads = plan_threads(ladder, detect_budget(config.threads))
+    settings = {
+        rung.name: x264_options(rung, gop_frames=ladder.gop_frames(rung), preset=config.encoder.preset, crf=config.encoder.crf)
+        for rung in ladder.rungs
+    }
+    filters = [f"{name}={args}" if args else name for name, args in video_filters(info)]
+    if as_json:
+        payload = {
+            "source": jsonable(info),
+            "ladder": jsonable(ladder),
+            "x264": settings,
+            "filters": filters,
+            "threads": jsonable(threads),
+            "segment_format": config.segment_format,
+        }
+        click.echo(json.dumps(payload, indent=2))
+        return EXIT_OK
+    click.echo(_describe_source(info))
+    click.echo(f"filters before scaling: {', '.join(filters) if filters else 'none'}")
+    click.echo(
+        f"segments: {config.segment_format}, {ladder.segment_s:g} s; keyframe every {ladder.gop_s:g} s; "
+        f"scaler: {config.encoder.scaler}"
+    )
+    click.echo(_ladder_table(ladder))
+    for name, options in settings.items():
+        click.echo(f"x264 {name}: " + " ".join(f"{k}={v}" for k, v in options.items()))
+    for plan in ladder.audio:
+        click.echo(f"audio {plan.name}: AAC-LC stereo {plan.sample_rate} Hz {plan.bitrate_kbps} kb/s (encoded once)")
+    for line in threads.describe():
+        click.echo(line)
+    return EXIT_OK
+
+
+def _run(source: Path, output: Path | None, config: TranscodeConfig, as_json: bool, quiet: bool) -> int:
+    assert output is not None
+    cancel = threading.Event()
+    reporter = _Reporter(enabled=not quiet, stream=sys.stderr)
+    try:
+        with _cancel_on_signals(cancel):
+            result = transcode(source, output, config=config, progress=reporter, cancel=cancel)
+    except Exception as exc:  # noqa: BLE001 - rendered as one line
+        reporter.close()
+        return _fail(exc)
+    reporter.close()
+    if as_json:
+        payload = jsonable(result)
+        payload["master_path"] = str(output / result.master_uri)
+        click.echo(json.dumps(payload, indent=2))
+    else:
+        click.echo(_result_table(result, output))
+    return EXIT_OK
+
+
+@contextmanager
+def _cancel_on_signals(cancel: threading.Event) -> Iterator[None]:
+    """SIGINT/SIGTERM set ``cancel``: the run stops and publishes nothing."""
+    previous = {}
+
+    def handler(signum: int, frame: Any) -> None:
+        cancel.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+class _Reporter:
+    """Progress: a redrawn bar on a terminal, a plain line every 10% otherwise."""
+
+    def __init__(self, *, enabled: bool, stream: Any) -> None:
+        self.enabled = enabled
+        self.stream = stream
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self._last_step = -1
+        self._last_draw = 0.0
+        self._drawn = False
+
+    def __call__(self, progress: Progress) -> None:
+        if not self.enabled:
+            return
+        percent = progress.fraction * 100
+        eta = f"{progress.eta_s:4.0f}s" if progress.eta_s is not None else "   ?"
+        text = (
+            f"{progress.phase:<12} {percent:5.1f}%  {progress.done_s:7.1f}/{progress.total_s:.1f}s  "
+            f"{progress.speed:5.2f}x  ETA {eta}"
+        )
+        if self.tty:
+            now = time.monotonic()
+            if now - self._last_draw < 0.2 and progress.phase == "transcoding":
+                return
+            self._last_draw = now
+            width = 30
+            filled = int(progress.fraction * width)
+            bar = "#" * filled + "-" * (width - filled)
+            self.stream.write(f"\r[{bar}] {text}")
+            self.stream.flush()
+            self._drawn = True
+            return
+        step = int(percent // 10)
+        if step != self._last_step or progress.phase != "transcoding":
+            self._last_step = step
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._drawn = False
+
+
+def _describe_source(info: SourceInfo) -> str:
+    v = info.video
+    parts = [
+        f"source: {info.container}, {info.duration_s:.3f} s",
+        f"video: {v.codec} {v.coded_width}x{v.coded_height} -> display {v.display_width}x{v.display_height}"
+        f" (rotation {v.rotation_deg}, SAR {v.sample_aspect_ratio}), {float(v.fps):.3f} fps"
+        f"{' VFR' if v.is_vfr else ''}, {v.pix_fmt} ({v.bit_depth}-bit {v.chroma_subsampling}), {v.field_order}",
+    ]
+    if info.audio is not None:
+        a = info.audio
+        parts.append(f"audio: {a.codec} {a.channels} ch ({a.layout}) {a.sample_rate} Hz, starts at {a.start_s:.3f} s")
+    else:
+        parts.append("audio: none")
+    return "\n".join(parts)
+
+
+def _ladder_table(ladder: Ladder) -> str:
+    rows = [("rung", "size", "fps", "kb/s", "maxrate", "bufsize", "level", "audio")]
+    for r in ladder.rungs:
+        rows.append(
+            (
+                r.name,
+                f"{r.width}x{r.height}",
+                f"{float(r.fps):.3f}",
+                str(r.bitrate_kbps),
+                str(r.maxrate_kbps),
+                str(r.bufsize_kbps),
+                f"{r.profile} {r.level}",
+                r.audio.name if r.audio else "-",
+            )
+        )
+    return _table(rows)
+
+
+def _result_table(result: TranscodeResult, output: Path) -> str:
+    rows = [("rendition", "size", "fps", "codecs", "segments", "peak kb/s", "avg kb/s", "MB")]
+    for r in result.renditions:
+        rows.append(
+            (
+                r.name,
+                f"{r.width}x{r.height}" if r.width else "audio",
+                f"{float(r.fps):.3f}" if r.fps else "-",
+                r.codecs,
+                str(r.segment_count),
+                f"{r.peak_bps / 1000:.0f}",
+                f"{r.average_bps / 1000:.0f}",
+                f"{r.size_bytes / 1e6:.2f}",
+            )
+        )
+    speed = result.source.duration_s / result.wall_s if result.wall_s > 0 else 0.0
+    footer = (
+        f"\nmaster playlist: {output / result.master_uri}\n"
+        f"{result.source.duration_s:.1f} s of video in {result.wall_s:.1f} s ({speed:.2f}x realtime), "
+        f"CPU {result.cpu_s:.1f} s, peak RSS {result.peak_rss_bytes / 2**20:.0f} MiB"
+    )
+    return _table(rows) + footer
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        cli.main(standalone_mode=True)
+    except SystemExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - last resort: one line, never a traceback
+        sys.exit(_fail(exc))
