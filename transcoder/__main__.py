@@ -1,0 +1,5 @@
+"""``python -m transcoder``: the ``transcode`` command."""
+
+from .cli import main
+
+main()
