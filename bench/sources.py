@@ -365,9 +365,19 @@ class _Font:
 _PAPER: Final[RGB] = (246.0, 246.0, 240.0)
 _HEADER: Final[RGB] = (28.0, 58.0, 108.0)
 _INK: Final[RGB] = (30.0, 30.0, 36.0)
-_ACCENTS: Final[tuple[RGB, ...]] = ((220.0, 110.0, 30.0), (40.0, 130.0, 200.0), (60.0, 160.0, 80.0), (190.0, 50.0, 60.0))
+_ACCENTS: Final[tuple[RGB, ...]] = (
+    (220.0, 110.0, 30.0),
+    (40.0, 130.0, 200.0),
+    (60.0, 160.0, 80.0),
+    (190.0, 50.0, 60.0),
+)
 _CODE_BG: Final[RGB] = (32.0, 34.0, 42.0)
-_CODE_INK: Final[tuple[RGB, ...]] = ((220.0, 220.0, 210.0), (240.0, 190.0, 90.0), (130.0, 200.0, 240.0), (170.0, 220.0, 120.0))
+_CODE_INK: Final[tuple[RGB, ...]] = (
+    (220.0, 220.0, 210.0),
+    (240.0, 190.0, 90.0),
+    (130.0, 200.0, 240.0),
+    (170.0, 220.0, 120.0),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -708,7 +718,9 @@ def _probe_duration(path: Path) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.sources", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.sources", description=__doc__.splitlines()[0] if __doc__ else None
+    )
     parser.add_argument("out", type=Path, help="output .mp4 path")
     d = SampleSpec()
     parser.add_argument("--seconds", type=float, default=d.seconds)

@@ -62,6 +62,7 @@ __all__ = [
     "TranscodeConfig",
     "TranscodeError",
     "TranscodeResult",
+    "UnsupportedInputError",
     "VideoInfo",
     "__version__",
     "plan_ladder",

@@ -105,7 +105,9 @@ class AudioEncoder:
             for _plan, segmenter, stream in self._streams:
                 self._encode(stream, segmenter, out)
 
-    def _encode(self, stream: av.audio.stream.AudioStream, segmenter: HlsSegmenter, frame: av.AudioFrame | None) -> None:
+    def _encode(
+        self, stream: av.audio.stream.AudioStream, segmenter: HlsSegmenter, frame: av.AudioFrame | None
+    ) -> None:
         try:
             packets = stream.encode(frame)
         except av.FFmpegError as exc:
@@ -119,6 +121,6 @@ def _trim_start(frame: av.AudioFrame, samples: int) -> av.AudioFrame:
     array = frame.to_ndarray()
     planar = frame.format.is_planar
     kept = array[:, samples:] if planar else array[:, samples * len(frame.layout.channels) :]
-    out = av.AudioFrame.from_ndarray(np.ascontiguousarray(kept), format=frame.format.name, layout=frame.layout.name)
+    out = av.AudioFrame.from_ndarray(np.ascontiguousarray(kept), format=frame.format.name, layout=frame.layout.name)  # type: ignore[arg-type]
     out.sample_rate = frame.sample_rate
     return out

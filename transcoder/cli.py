@@ -21,7 +21,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
@@ -29,7 +29,7 @@ from typing import Any
 
 import click
 
-from .config import EncoderSettings, LadderPolicy, TranscodeConfig, X264_PRESETS
+from .config import X264_PRESETS, EncoderSettings, LadderPolicy, TranscodeConfig
 from .decode import video_filters
 from .encode import x264_options
 from .errors import CancelledError, ConfigError, InputError, MediaError, OutputError, TranscodeError
@@ -85,11 +85,15 @@ def jsonable(value: Any) -> Any:
 @click.option("-o", "--output", "output", type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
 @click.option("--plan", "plan_only", is_flag=True, help="Print the ladder and exact encoder settings; encode nothing.")
 @click.option("--preset", type=click.Choice(X264_PRESETS), default="veryfast", show_default=True, help="x264 preset.")
-@click.option("--crf", type=click.IntRange(0, 51), default=23, show_default=True, help="x264 quality (capped by maxrate).")
+@click.option(
+    "--crf", type=click.IntRange(0, 51), default=23, show_default=True, help="x264 quality (capped by maxrate)."
+)
 @click.option("--segment-seconds", type=float, default=4.0, show_default=True, help="Segment length (whole GOPs).")
 @click.option("--gop-seconds", type=float, default=2.0, show_default=True, help="Keyframe interval.")
 @click.option("--format", "segment_format", type=click.Choice(["ts", "fmp4"]), default="ts", show_default=True)
-@click.option("--threads", type=click.IntRange(1, 256), default=None, help="CPU budget (default: cgroup quota/affinity).")
+@click.option(
+    "--threads", type=click.IntRange(1, 256), default=None, help="CPU budget (default: cgroup quota/affinity)."
+)
 @click.option("--cellular", is_flag=True, help="Add a 234p rung whose peak stays within 192 kb/s.")
 @click.option("--no-poster", is_flag=True, help="Do not write poster.jpg.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result (or the plan) as JSON on stdout.")
@@ -130,10 +134,7 @@ def cli(
 
 def _fail(error: BaseException) -> int:
     code = exit_code_for(error)
-    if code == EXIT_INTERNAL:
-        message = f"internal error: {type(error).__name__}: {error}"
-    else:
-        message = str(error)
+    message = f"internal error: {type(error).__name__}: {error}" if code == EXIT_INTERNAL else str(error)
     click.echo(f"transcode: error: {message}", err=True)
     return code
 
@@ -142,11 +143,13 @@ def _plan(source: Path, config: TranscodeConfig, as_json: bool) -> int:
     try:
         info = probe(source, limits=config.limits)
         ladder = plan_ladder(info, config.ladder, gop_s=config.gop_s, segment_s=config.segment_s)
-    except Exception as exc:  # noqa: BLE001 - rendered as one line
+    except Exception as exc:
         return _fail(exc)
     threads = plan_threads(ladder, detect_budget(config.threads))
     settings = {
-        rung.name: x264_options(rung, gop_frames=ladder.gop_frames(rung), preset=config.encoder.preset, crf=config.encoder.crf)
+        rung.name: x264_options(
+            rung, gop_frames=ladder.gop_frames(rung), preset=config.encoder.preset, crf=config.encoder.crf
+        )
         for rung in ladder.rungs
     }
     filters = [f"{name}={args}" if args else name for name, args in video_filters(info)]
@@ -184,7 +187,7 @@ def _run(source: Path, output: Path | None, config: TranscodeConfig, as_json: bo
     try:
         with _cancel_on_signals(cancel):
             result = transcode(source, output, config=config, progress=reporter, cancel=cancel)
-    except Exception as exc:  # noqa: BLE001 - rendered as one line
+    except Exception as exc:
         reporter.close()
         return _fail(exc)
     reporter.close()
@@ -317,7 +320,7 @@ def _result_table(result: TranscodeResult, output: Path) -> str:
     return _table(rows) + footer
 
 
-def _table(rows: list[tuple[str, ...]]) -> str:
+def _table(rows: Sequence[tuple[str, ...]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -330,5 +333,5 @@ def main() -> None:
         cli.main(standalone_mode=True)
     except SystemExit:
         raise
-    except Exception as exc:  # noqa: BLE001 - last resort: one line, never a traceback
+    except Exception as exc:
         sys.exit(_fail(exc))

@@ -92,7 +92,7 @@ class Decoder:
                 self._drain(graph, flush=True)
         self._check_complete()
 
-    def _decode(self, packet: av.Packet) -> list[Any]:
+    def _decode(self, packet: av.Packet[Any]) -> list[Any]:
         try:
             return list(packet.decode())
         except av.InvalidDataError:

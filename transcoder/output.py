@@ -80,7 +80,9 @@ class LocalDirectory:
                 self._written.append(target)
             target.write_bytes(data)
         except OSError as exc:
-            raise OutputError("could not write output file", context={"path": str(target), "error": exc.strerror}) from exc
+            raise OutputError(
+                "could not write output file", context={"path": str(target), "error": exc.strerror}
+            ) from exc
 
     def flush(self) -> None:
         return None  # writes are synchronous
@@ -94,7 +96,9 @@ class LocalDirectory:
             os.replace(temporary, target)
         except OSError as exc:
             temporary.unlink(missing_ok=True)
-            raise OutputError("could not write output file", context={"path": str(target), "error": exc.strerror}) from exc
+            raise OutputError(
+                "could not write output file", context={"path": str(target), "error": exc.strerror}
+            ) from exc
         with self._lock:
             self._written.append(target)
 

@@ -69,7 +69,7 @@ class _Stage(threading.Thread):
     def run(self) -> None:
         try:
             self._target_fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the coordinator
+        except BaseException as exc:
             self._failed(exc)
 
 
@@ -81,10 +81,10 @@ class _Coordinator:
 
     def failed(self, exc: BaseException) -> None:
         with self._lock:
-            # A CancelledError raised because of an earlier failure is noise.
+            # The first real failure wins; the CancelledErrors it causes in
+            # the other stages are consequences, not news.
             if self.error is None or (isinstance(self.error, CancelledError) and not isinstance(exc, CancelledError)):
-                if not (isinstance(exc, CancelledError) and self.cancel.is_set() and self.error is not None):
-                    self.error = exc
+                self.error = exc
         self.cancel.set()
 
     def put(self, q: queue.Queue[Any], item: Any) -> None:
@@ -154,7 +154,7 @@ def run_ladder(
             audio_segment_s = rung_segment_s(ladder, ladder.rungs[0])
             audio_segmenters = {
                 plan.name: HlsSegmenter(
-                        name=plan.name,
+                    name=plan.name,
                     sink=sink,
                     segment_s=audio_segment_s,
                     segment_format=config.segment_format,
@@ -211,7 +211,7 @@ def run_ladder(
         stages = [_Stage("decoder", decode, coordinator.failed)]
         stages += [
             _Stage(f"rung-{enc.rung.name}", encode_rung(enc, q), coordinator.failed)
-            for enc, q in zip(encoders, rung_queues)
+            for enc, q in zip(encoders, rung_queues, strict=False)
         ]
         if audio_encoder is not None:
             stages.append(_Stage("audio", encode_audio, coordinator.failed))
@@ -288,14 +288,14 @@ def _write_playlists(
         iframes = f"{name}/iframes.m3u8"
         sink.put(playlist, hls.render_media_playlist(segments, init_uri=segmenter.init_uri).encode())
         sink.put(iframes, hls.render_iframe_playlist(segments, init_uri=segmenter.init_uri).encode())
-        files.extend(_segment_files(name, segments, segmenter.init_uri) + [playlist, iframes])
+        files.extend([*_segment_files(name, segments, segmenter.init_uri), playlist, iframes])
         results.append(_rendition(name, "video", playlist, iframes, segmenter, segments, encoder))
     if audio_encoder is not None:
         for plan, segmenter in audio_encoder.renditions():
             segments = segmenter.measured_segments()
             playlist = f"{plan.name}/index.m3u8"
             sink.put(playlist, hls.render_media_playlist(segments, init_uri=segmenter.init_uri).encode())
-            files.extend(_segment_files(plan.name, segments, segmenter.init_uri) + [playlist])
+            files.extend([*_segment_files(plan.name, segments, segmenter.init_uri), playlist])
             results.append(_audio_rendition(plan, playlist, segmenter, segments))
     return tuple(results), files
 
@@ -312,7 +312,13 @@ def _target(segments: list[Any]) -> int:
 
 
 def _rendition(
-    name: str, kind: str, playlist: str, iframes: str, segmenter: HlsSegmenter, segments: list[Any], encoder: RungEncoder
+    name: str,
+    kind: str,
+    playlist: str,
+    iframes: str,
+    segmenter: HlsSegmenter,
+    segments: list[Any],
+    encoder: RungEncoder,
 ) -> RenditionResult:
     peak, average = hls.peak_and_average_bps(segments, target_duration_s=_target(segments))
     rung = encoder.rung
@@ -360,7 +366,9 @@ def _audio_rendition(plan: AudioPlan, playlist: str, segmenter: HlsSegmenter, se
 def _master(renditions: tuple[RenditionResult, ...]) -> str:
     audio = {r.name: r for r in renditions if r.kind == "audio"}
     audio_entries = [
-        hls.AudioEntry(group_id=r.name, name=r.name, uri=r.playlist_uri, default=True, channels=2, language=None, codecs=r.codecs)
+        hls.AudioEntry(
+            group_id=r.name, name=r.name, uri=r.playlist_uri, default=True, channels=2, language=None, codecs=r.codecs
+        )
         for r in audio.values()
     ]
     variants = []
@@ -387,5 +395,3 @@ def _master(renditions: tuple[RenditionResult, ...]) -> str:
             )
         )
     return hls.render_master_playlist(variants, audio_entries)
-
-

@@ -11,7 +11,6 @@ from __future__ import annotations
 from fractions import Fraction
 
 import av
-import numpy as np
 from av.video.reformatter import Interpolation
 
 _CANDIDATE_POINTS = (0.1, 0.25, 0.4, 0.5, 0.6, 0.75)
@@ -56,14 +55,16 @@ class PosterPicker:
         codec.height = frame.height
         codec.pix_fmt = "yuvj420p"
         codec.time_base = Fraction(1, 25)
-        codec.qscale = 3  # visually lossless for a thumbnail, a few tens of kB
+        # Fixed quantiser 3 (FF_QP2LAMBDA = 118): near-lossless, a few tens of kB.
+        codec.qscale = True
+        codec.global_quality = 3 * 118
         frame.pts = 0
         packets = codec.encode(frame) + codec.encode(None)
         return b"".join(bytes(p) for p in packets)
 
 
 def _score(frame: av.VideoFrame) -> float | None:
-    luma = np.frombuffer(frame.planes[0], dtype=np.uint8)
+    luma = frame.to_ndarray()[: frame.height]  # planar 4:2:0: luma rows come first
     mean = float(luma.mean())
     std = float(luma.std())
     if not _MIN_MEAN <= mean <= _MAX_MEAN or std < _MIN_STD:

@@ -16,6 +16,7 @@ Any one of these blocks the known attacks; together they leave no path.
 from __future__ import annotations
 
 import io
+import itertools
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -154,13 +155,14 @@ def _open_failure(raw: IO[bytes], exc: BaseException) -> str:
     return "input is not a readable video file"
 
 
-def probe(source: Source, *, limits: Limits = Limits()) -> SourceInfo:
+def probe(source: Source, *, limits: Limits | None = None) -> SourceInfo:
     """Describe ``source``; raise :class:`InputError` if it cannot be transcoded.
 
     Cost: demuxes a few seconds of packets and decodes the first video frame
     (which also proves that the stream decodes). Safety limits are checked
     here, before any full decode.
     """
+    limits = limits or Limits()
     where = _describe(source)
     size = _size_of(source)
     if size is not None and size > limits.max_input_bytes:
@@ -189,7 +191,9 @@ def _probe_container(
     video_streams = [s for s in streams.video if not _is_attached_picture(s)]
     if not video_streams:
         if streams.audio:
-            raise UnsupportedInputError("input has no video stream (audio-only is not transcoded)", context={"path": where})
+            raise UnsupportedInputError(
+                "input has no video stream (audio-only is not transcoded)", context={"path": where}
+            )
         raise InputError("input has no video stream", context={"path": where})
     vstream = video_streams[0]
     astream = streams.audio[0] if streams.audio else None
@@ -305,7 +309,7 @@ def _frame_rate(vstream: Any, packet_times: list[float]) -> tuple[Fraction, bool
     """
     rate = vstream.average_rate or vstream.guessed_rate or vstream.base_rate
     times = sorted(set(packet_times))
-    deltas = [b - a for a, b in zip(times, times[1:]) if b > a]
+    deltas = [b - a for a, b in itertools.pairwise(times) if b > a]
     is_vfr = False
     if len(deltas) >= 4:
         deltas.sort()

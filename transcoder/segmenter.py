@@ -13,6 +13,7 @@ One owner thread: the rendition's encoder thread creates, feeds and closes it.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import posixpath
 import re
@@ -135,7 +136,7 @@ class HlsSegmenter:
             if self.video:
                 iframes = ts_iframe_ranges(data) if self.segment_format == "ts" else _fmp4_iframes(data)
             self.segments.append(_ClosedSegment(uri=posixpath.basename(relpath), size_bytes=len(data), iframes=iframes))
-        except BaseException as exc:  # noqa: BLE001 - re-raised by check()
+        except BaseException as exc:
             if self._error is None:
                 self._error = exc
 
@@ -147,7 +148,7 @@ class HlsSegmenter:
                 raise error
             raise OutputError("storing a segment failed", context={"rendition": self.name}) from error
 
-    def mux(self, packet: av.Packet) -> None:
+    def mux(self, packet: av.Packet[Any]) -> None:
         try:
             self.container.mux(packet)
         except av.FFmpegError as exc:
@@ -164,10 +165,8 @@ class HlsSegmenter:
 
     def abandon(self) -> None:
         """Close after a failure elsewhere; errors are irrelevant by then."""
-        try:
+        with contextlib.suppress(Exception):
             self.container.close()
-        except Exception:  # noqa: BLE001 - the run has already failed
-            pass
 
     def measured_segments(self) -> list[SegmentInfo]:
         """The closed segments with durations from the muxer's own playlist.
@@ -229,7 +228,7 @@ def _fmp4_iframes(data: bytes) -> list[tuple[int, int, int]]:
     """
     boxes = mp4_top_level_boxes(data)
     ranges: list[tuple[int, int, int]] = []
-    for i, (kind, offset, size) in enumerate(boxes):
+    for i, (kind, offset, _size) in enumerate(boxes):
         if kind == "moof" and i + 1 < len(boxes) and boxes[i + 1][0] == "mdat":
             mdat_offset, mdat_size = boxes[i + 1][1], boxes[i + 1][2]
             ranges.append((offset, mdat_offset + mdat_size - offset, -1))
