@@ -28,7 +28,7 @@ import av
 import av.container
 
 from .config import Limits
-from .errors import InputError, LimitExceededError, UnsupportedInputError
+from .errors import InputError, LimitExceededError, TranscodeError, UnsupportedInputError
 from .models import AudioInfo, SourceInfo, VideoInfo
 
 #: Demuxers a real upload can need. Anything else (hls, concat, image2, the
@@ -53,9 +53,10 @@ _PROBE_PACKETS = 180  # video packets read to judge a variable frame rate
 class _NamelessReader(io.RawIOBase):
     """A read-only view of a binary file that hides its name from FFmpeg."""
 
-    def __init__(self, raw: IO[bytes]) -> None:
+    def __init__(self, raw: IO[bytes], *, close_raw: bool) -> None:
         super().__init__()
         self._raw = raw
+        self._close_raw = close_raw
 
     def readable(self) -> bool:
         return True
@@ -77,7 +78,8 @@ class _NamelessReader(io.RawIOBase):
 
     def close(self) -> None:
         try:
-            self._raw.close()
+            if self._close_raw:
+                self._raw.close()
         finally:
             super().close()
 
@@ -106,6 +108,7 @@ def open_input(source: Source) -> Iterator[av.container.InputContainer]:
     """
     where = _describe(source)
     raw: IO[bytes]
+    owned = isinstance(source, (str, os.PathLike))
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         try:
@@ -117,8 +120,11 @@ def open_input(source: Source) -> Iterator[av.container.InputContainer]:
         except PermissionError as exc:
             raise InputError("input file not readable", context={"path": where}) from exc
     else:
+        # A caller's file object is opened more than once (probe, then
+        # decode): start from its beginning each time and leave it open.
         raw = source
-    reader = _NamelessReader(raw)
+        raw.seek(0)
+    reader = _NamelessReader(raw, close_raw=owned)
     try:
         container = av.open(
             reader,
@@ -129,12 +135,16 @@ def open_input(source: Source) -> Iterator[av.container.InputContainer]:
             },
             io_open=_refuse_nested_open,
         )
+    except TranscodeError:
+        reader.close()  # the source itself failed (a storage error): keep its meaning
+        raise
     except PermissionError as exc:
         reader.close()
         raise InputError("input refers to other resources; refused", context={"path": where}) from exc
     except (av.FFmpegError, ValueError, OSError) as exc:
+        failure = _open_failure(raw, exc)
         reader.close()
-        raise InputError(_open_failure(raw, exc), context={"path": where}) from exc
+        raise InputError(failure, context={"path": where}) from exc
     try:
         yield container
     finally:
