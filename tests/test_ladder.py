@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from transcoder.config import LadderPolicy, RungSpec
 from transcoder.errors import ConfigError, InputError
-from transcoder.ladder import h264_level, output_fps, plan_ladder
+from transcoder.ladder import CELLULAR_AUDIO_KBPS, h264_level, output_fps, plan_ladder
 from transcoder.models import AudioInfo, AudioPlan, Ladder, SourceInfo, VideoInfo
 
 NTSC30 = Fraction(30000, 1001)
@@ -253,7 +253,7 @@ def test_cellular_rung() -> None:
     assert cell.level == "1.3"
     main, low = ladder.audio
     assert main == AudioPlan(bitrate_kbps=128)
-    assert low == AudioPlan(name="audio-low", bitrate_kbps=48)
+    assert low == AudioPlan(name="audio-low", bitrate_kbps=CELLULAR_AUDIO_KBPS)
     assert cell.audio is low
     assert all(r.audio is main for r in ladder.rungs[:-1])
     # The cap on what any segment of the variant can carry stays under Apple's 192.
@@ -497,7 +497,7 @@ def test_ladder_properties(width: int, height: int, fps: Fraction, audio: bool, 
         assert cell.name == "234p" and len(rungs) >= 2
         assert (cell.bitrate_kbps, cell.maxrate_kbps, cell.bufsize_kbps) == (80, 88, 88)
         if audio:
-            assert cell.audio == AudioPlan(name="audio-low", bitrate_kbps=48)
+            assert cell.audio == AudioPlan(name="audio-low", bitrate_kbps=CELLULAR_AUDIO_KBPS)
             assert len(ladder.audio) == 2
     elif audio:
         assert len(ladder.audio) == 1
