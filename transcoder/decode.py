@@ -30,7 +30,11 @@ AudioSink = Callable[[av.AudioFrame, Fraction], None]
 # them; a file that keeps failing is broken, not damaged.
 _MAX_DECODE_ERRORS = 25
 # A file whose frames stop this much before its declared end was cut short.
+# Edit lists and dropped leading B-frames explain a few frames or a fraction of
+# a second, never more.
 _TRUNCATION_TOLERANCE_S = 1.0
+_TRUNCATION_TOLERANCE = 0.005
+_MISSING_FRAMES_TOLERANCE = 3
 
 
 class Decoder:
@@ -55,6 +59,7 @@ class Decoder:
         self.origin: Fraction | None = None  # source time of the first video frame
         self.video_end_s = Fraction(0)  # output time where the last video frame ends
         self.decoded_s = 0.0
+        self.frames_decoded = 0
         self._errors = 0
         self._last_video_s: Fraction | None = None
         self._frame_duration = 1 / info.video.fps if info.video.fps > 0 else Fraction(1, 25)
@@ -80,6 +85,7 @@ class Decoder:
                         raise CancelledError("decoding cancelled")
                     if packet.stream is vstream:
                         for frame in self._decode(packet):
+                            self.frames_decoded += 1
                             self._video(frame, graph)
                     elif astream is not None:
                         for aframe in self._decode(packet):
@@ -88,6 +94,9 @@ class Decoder:
                 raise InputError(
                     "input is corrupt", context={"at_s": round(self.decoded_s, 3), "error": exc.strerror}
                 ) from exc
+            for frame in self._flush_decoder(vstream):
+                self.frames_decoded += 1
+                self._video(frame, graph)
             if graph is not None:
                 self._drain(graph, flush=True)
         self._check_complete()
@@ -99,6 +108,14 @@ class Decoder:
             self._errors += 1
             if self._errors > _MAX_DECODE_ERRORS:
                 raise
+            return []
+
+    def _flush_decoder(self, vstream: Any) -> list[av.VideoFrame]:
+        # demux() ends with an empty packet per stream that flushes its
+        # decoder; this only catches frames a decoder still holds otherwise.
+        try:
+            return list(vstream.codec_context.decode(None))
+        except (av.EOFError, av.InvalidDataError):
             return []
 
     def _video(self, frame: av.VideoFrame, graph: _Graph | None) -> None:
@@ -160,9 +177,14 @@ class Decoder:
     def _check_complete(self) -> None:
         if self.origin is None:
             raise InputError("input has no decodable video frame")
+        indexed = self.info.video.frame_count
+        if indexed and indexed - self.frames_decoded > max(_MISSING_FRAMES_TOLERANCE, indexed * _TRUNCATION_TOLERANCE):
+            raise InputError(
+                "input is truncated", context={"indexed_frames": indexed, "decoded_frames": self.frames_decoded}
+            )
         declared = self.info.video.duration_s or self.info.duration_s
         decoded = float(self.video_end_s)
-        if declared and declared - decoded > max(_TRUNCATION_TOLERANCE_S, declared * 0.05):
+        if declared and declared - decoded > max(_TRUNCATION_TOLERANCE_S, declared * _TRUNCATION_TOLERANCE):
             raise InputError(
                 "input is truncated", context={"declared_s": round(declared, 3), "decoded_s": round(decoded, 3)}
             )

@@ -15,6 +15,7 @@ Any one of these blocks the known attacks; together they leave no path.
 
 from __future__ import annotations
 
+import errno
 import io
 import itertools
 import os
@@ -159,8 +160,10 @@ def _open_failure(raw: IO[bytes], exc: BaseException) -> str:
             return "input is empty"
     except (OSError, ValueError):
         pass
-    text = str(exc)
-    if "whitelist" in text:
+    # With a nameless reader and fixed options, EINVAL at open means FFmpeg
+    # recognised a format outside the allow-list (an image, a playlist, a
+    # concat script); the word "whitelist" reaches only FFmpeg's log.
+    if isinstance(exc, av.ArgumentError) or getattr(exc, "errno", None) == errno.EINVAL:
         return "input is not a supported video container"
     return "input is not a readable video file"
 
@@ -311,23 +314,33 @@ def _first_frame_and_times(
     return first, times
 
 
+_STANDARD_RATES = tuple(
+    Fraction(n, d) for n, d in ((24000, 1001), (24, 1), (25, 1), (30000, 1001), (30, 1), (50, 1), (60000, 1001), (60, 1))
+)
+
+
 def _frame_rate(vstream: Any, packet_times: list[float]) -> tuple[Fraction, bool]:
     """Average frame rate, and whether frame durations vary (VFR).
 
     Irregular gaps between presentation times mark a variable rate; B-frame
-    reordering is undone by sorting first.
+    reordering is undone by sorting first. For a variable rate the container's
+    declared rate is not trusted (Matroska reports its default duration):
+    the rate is measured from the packet times and snapped to a standard rate
+    within 5%, so a phone's jittery "30 fps" becomes 30, not 29.7.
     """
     rate = vstream.average_rate or vstream.guessed_rate or vstream.base_rate
     times = sorted(set(packet_times))
     deltas = [b - a for a, b in itertools.pairwise(times) if b > a]
     is_vfr = False
     if len(deltas) >= 4:
-        deltas.sort()
-        median = deltas[len(deltas) // 2]
-        spread = [d for d in deltas if abs(d - median) > max(0.002, median * 0.1)]
-        is_vfr = len(spread) > len(deltas) * 0.05
-        if not rate:
-            rate = Fraction(1 / median).limit_denominator(1001)
+        ordered = sorted(deltas)
+        median = ordered[len(ordered) // 2]
+        spread = [d for d in ordered if abs(d - median) > max(0.002, median * 0.1)]
+        is_vfr = len(spread) > len(ordered) * 0.05
+        if is_vfr or not rate:
+            measured = Fraction(len(deltas) / (times[-1] - times[0])).limit_denominator(1001)
+            nearest = min(_STANDARD_RATES, key=lambda r: abs(r - measured))
+            rate = nearest if abs(nearest - measured) <= nearest * Fraction(5, 100) else measured
     if not rate or rate <= 0:
         rate = Fraction(25)
     return Fraction(rate).limit_denominator(100_000), is_vfr
