@@ -331,3 +331,52 @@ def mp4_top_level_boxes(data: bytes) -> list[tuple[str, int, int]]:
         boxes.append((raw_type.decode("latin-1"), offset, size))
         offset += size
     return boxes
+
+
+def first_sample_size(moof: bytes) -> int | None:
+    """Size in bytes of the first sample of the first track run in a ``moof`` box.
+
+    Read from the ``trun`` entry when it carries sizes, else from the
+    ``tfhd`` default sample size; None when neither is present or the box
+    is malformed.
+    """
+
+    def children(payload: bytes, start: int) -> list[tuple[str, int, int]]:
+        out = []
+        pos = start
+        while pos + 8 <= len(payload):
+            size = int.from_bytes(payload[pos : pos + 4], "big")
+            kind = payload[pos + 4 : pos + 8].decode("latin-1")
+            if size < 8 or pos + size > len(payload):
+                break
+            out.append((kind, pos, size))
+            pos += size
+        return out
+
+    for kind, pos, size in children(moof, 8):
+        if kind != "traf":
+            continue
+        traf = moof[pos : pos + size]
+        default_size: int | None = None
+        for child, cpos, csize in children(traf, 8):
+            body = traf[cpos + 8 : cpos + csize]
+            if len(body) < 8:
+                continue
+            flags = int.from_bytes(body[1:4], "big")
+            if child == "tfhd":
+                field = 8  # version/flags + track_ID
+                field += 8 if flags & 0x01 else 0  # base_data_offset
+                field += 4 if flags & 0x02 else 0  # sample_description_index
+                field += 4 if flags & 0x08 else 0  # default_sample_duration
+                if flags & 0x10 and len(body) >= field + 4:
+                    default_size = int.from_bytes(body[field : field + 4], "big")
+            elif child == "trun":
+                count = int.from_bytes(body[4:8], "big")
+                field = 8
+                field += 4 if flags & 0x01 else 0  # data_offset
+                field += 4 if flags & 0x04 else 0  # first_sample_flags
+                field += 4 if flags & 0x100 else 0  # sample_duration
+                if count and flags & 0x200 and len(body) >= field + 4:
+                    return int.from_bytes(body[field : field + 4], "big")
+                return default_size
+    return None

@@ -62,8 +62,13 @@ class CfrSlots:
         return count
 
     def slots_until_end(self, end_s: Fraction) -> int:
-        """Slots the last frame fills so the output lasts ``end_s`` seconds."""
-        total = max(self.next_slot + 1, round(end_s * self.fps))
+        """Slots the last frame fills so the output lasts ``end_s`` seconds.
+
+        The last frame gets no slot of its own when it lies between two output
+        slots (a 60 fps source's last frame in a 30 fps rung); an output has
+        at least one frame.
+        """
+        total = max(self.next_slot if self.next_slot > 0 else 1, round(end_s * self.fps))
         count = total - self.next_slot
         self.next_slot = total
         return count

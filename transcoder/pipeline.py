@@ -127,6 +127,7 @@ def run_ladder(
     coordinator = _Coordinator(cancel)
     started = time.monotonic()
     segmenters: list[HlsSegmenter] = []
+    stages: list[_Stage] = []
     try:
         sink.retract(MASTER)  # a stale master must never point into a half-rewritten ladder
         encoders = []
@@ -208,7 +209,7 @@ def run_ladder(
                 audio_encoder.push(*item)
             audio_encoder.finish(decoder.video_end_s)
 
-        stages = [_Stage("decoder", decode, coordinator.failed)]
+        stages.append(_Stage("decoder", decode, coordinator.failed))
         stages += [
             _Stage(f"rung-{enc.rung.name}", encode_rung(enc, q), coordinator.failed)
             for enc, q in zip(encoders, rung_queues, strict=False)
@@ -249,6 +250,11 @@ def run_ladder(
         return LadderOutput(renditions=renditions, master_uri=MASTER, poster_uri=poster_uri, files=tuple(files))
     except BaseException as exc:
         cancel.set()
+        # Stages still running own their muxers: wait for them to see the
+        # cancel before closing anything under their feet.
+        for stage in stages:
+            if stage.ident is not None:  # started
+                stage.join()
         for segmenter in segmenters:
             segmenter.abandon()
         sink.abort()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import posixpath
 import re
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from typing import Any, Literal
 import av
 import av.container
 
-from .bitstream import mp4_top_level_boxes, ts_iframe_ranges
+from .bitstream import first_sample_size, mp4_top_level_boxes, ts_iframe_ranges
 from .errors import MediaError, OutputError
 from .models import IFrameInfo, SegmentInfo
 from .output import OutputSink
@@ -149,6 +150,15 @@ class HlsSegmenter:
             raise OutputError("storing a segment failed", context={"rendition": self.name}) from error
 
     def mux(self, packet: av.Packet[Any]) -> None:
+        # Encoders start below zero (x264's B-frame delay, AAC's priming), and
+        # libavformat shifts each muxer by its own first DTS: renditions would
+        # start at different times and audio would drift from video. One
+        # common offset keeps every rendition on the same timeline.
+        offset = _timeline_offset(packet.time_base)
+        if packet.pts is not None:
+            packet.pts += offset
+        if packet.dts is not None:
+            packet.dts += offset
         try:
             self.container.mux(packet)
         except av.FFmpegError as exc:
@@ -218,21 +228,35 @@ class HlsSegmenter:
 
 
 def _fmp4_iframes(data: bytes) -> list[tuple[int, int, int]]:
-    """I-frame ranges of an fMP4 segment: each fragment (moof + mdat) from its moof.
+    """I-frame ranges of an fMP4 segment: moof, mdat header and the first sample.
 
-    The hls muxer starts every fragment at a keyframe; the range spans the
-    whole fragment, which holds the I-frame first. Timestamps are not read
-    from the boxes: fragments follow each other, so their order is enough and
-    the times are filled in as the fragment's index (callers use durations
-    from the playlist when there is one fragment per segment).
+    FFmpeg's hls muxer writes one fragment per segment, and a byte range must
+    be contiguous and start at the fragment's moof, so only the IDR that
+    starts each fragment can be listed: fMP4 I-frame playlists have one entry
+    per segment (TS ones have one per GOP). Timestamps are not read (-1): the
+    fragment starts the segment.
     """
     boxes = mp4_top_level_boxes(data)
     ranges: list[tuple[int, int, int]] = []
-    for i, (kind, offset, _size) in enumerate(boxes):
-        if kind == "moof" and i + 1 < len(boxes) and boxes[i + 1][0] == "mdat":
-            mdat_offset, mdat_size = boxes[i + 1][1], boxes[i + 1][2]
-            ranges.append((offset, mdat_offset + mdat_size - offset, -1))
+    for (kind, offset, size), (next_kind, mdat_offset, mdat_size) in itertools.pairwise(boxes):
+        if kind != "moof" or next_kind != "mdat":
+            continue
+        header = 16 if int.from_bytes(data[mdat_offset : mdat_offset + 4], "big") == 1 else 8
+        first = first_sample_size(data[offset : offset + size])
+        end = mdat_offset + (header + first if first else mdat_size)
+        ranges.append((offset, min(end, mdat_offset + mdat_size) - offset, -1))
     return ranges
+
+
+# Larger than any encoder delay (x264 B-frames at the slowest presets, AAC
+# priming), so no rendition ever starts below zero.
+TIMELINE_OFFSET_S = Fraction(1)
+
+
+def _timeline_offset(time_base: Fraction | None) -> int:
+    if time_base is None:
+        raise MediaError("packet without a time base")
+    return int(TIMELINE_OFFSET_S / time_base)
 
 
 def exact_segment_s(segment_s: float, gop_s: float, fps: Fraction) -> float:
