@@ -1,0 +1,52 @@
+"""The job API contract, a typed client, and a reference server.
+
+- ``openapi.json`` (read with ``schema.load_openapi()``): the HTTP contract the platform's Django web app
+  implements, with the job/video state tables and examples for every call.
+- ``JobApiClient``: the worker's client (urllib3; timeouts, jittered retries up to a deadline, typed results).
+- ``api_client.reference_server.ReferenceServer``: a standard-library + SQLite implementation of the contract
+  for local runs and tests (``python -m api_client.reference_server --help``); not imported here.
+
+This package imports neither ``transcoder`` nor ``worker``.
+"""
+
+from __future__ import annotations
+
+from .client import JobApiClient
+from .errors import (
+    ApiError,
+    ApiUnavailableError,
+    AuthenticationError,
+    ConflictError,
+    InvalidResponseError,
+    NotFoundError,
+)
+from .models import (
+    TERMINAL_JOB_STATES,
+    CompletionReport,
+    Failure,
+    Job,
+    JobState,
+    Progress,
+    RenditionReport,
+    Video,
+    VideoStatus,
+)
+
+__all__ = [
+    "TERMINAL_JOB_STATES",
+    "ApiError",
+    "ApiUnavailableError",
+    "AuthenticationError",
+    "CompletionReport",
+    "ConflictError",
+    "Failure",
+    "InvalidResponseError",
+    "Job",
+    "JobApiClient",
+    "JobState",
+    "NotFoundError",
+    "Progress",
+    "RenditionReport",
+    "Video",
+    "VideoStatus",
+]
