@@ -106,6 +106,7 @@ class EncoderSettings:
     preset: str = "veryfast"
     crf: int = 23  # quality target; each rung's maxrate/bufsize caps it
     scaler: str = "bicubic"  # swscale interpolation for downscales
+    cascade: bool = True  # scale small rungs from a larger rung's frames, not the source
 
     def __post_init__(self) -> None:
         if self.preset not in X264_PRESETS:

@@ -8,6 +8,7 @@ rungs with different frame rates share one decode.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from fractions import Fraction
 
 import av
@@ -87,8 +88,10 @@ class RungEncoder:
         crf: int,
         threads: int,
         interpolation: str,
+        forward: Callable[[av.VideoFrame, Fraction], None] | None = None,
     ) -> None:
         self.rung = rung
+        self.forward = forward
         self.gop_frames = ladder.gop_frames(rung)
         self.segmenter = segmenter
         self.scaler = Scaler(rung.width, rung.height, interpolation=interpolation)
@@ -144,6 +147,10 @@ class RungEncoder:
             frame.pict_type = PictureType.I if slot % self.gop_frames == 0 else PictureType.NONE
             self._encode(frame)
             self.frames_out += 1
+            if self.forward is not None:
+                # Smaller rungs scale from this frame instead of the source:
+                # the same picture from fewer pixels. Encoding only read it.
+                self.forward(frame, Fraction(slot) / self.rung.fps)
 
     def _encode(self, frame: av.VideoFrame | None) -> None:
         try:
@@ -158,9 +165,36 @@ class RungEncoder:
             self.segmenter.mux(packet)
 
 
+# A rung scales from the smallest larger rung that is at least this much
+# bigger (short side): 1080p -> 720p -> 480p and 360p. Closer sizes would
+# compound the scalers' softening for little saving.
+CASCADE_MIN_RATIO = Fraction(3, 2)
+
+
+def scaling_parents(ladder: Ladder, decoded_size: tuple[int, int]) -> list[int | None]:
+    """For each rung, the index of the rung it scales from (None: the decoder).
+
+    A rung whose frames are the decoded frames themselves (same size, no
+    scaling) is never a parent: its children take the decoded frames directly.
+    """
+    parents: list[int | None] = []
+    for i, rung in enumerate(ladder.rungs):
+        parent: int | None = None
+        short = min(rung.width, rung.height)
+        for j in range(i - 1, -1, -1):
+            candidate = ladder.rungs[j]
+            if (candidate.width, candidate.height) == decoded_size:
+                break
+            if min(candidate.width, candidate.height) >= short * CASCADE_MIN_RATIO and candidate.fps >= rung.fps:
+                parent = j
+                break
+        parents.append(parent)
+    return parents
+
+
 def rung_segment_s(ladder: Ladder, rung: Rung) -> float:
     """The exact segment length of ``rung`` (a whole number of its GOPs)."""
     return exact_segment_s(ladder.segment_s, ladder.gop_s, rung.fps)
 
 
-__all__ = ["CfrSlots", "RungEncoder", "rung_segment_s", "x264_options"]
+__all__ = ["CfrSlots", "RungEncoder", "rung_segment_s", "scaling_parents", "x264_options"]

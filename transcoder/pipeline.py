@@ -31,7 +31,7 @@ from . import hls
 from .audio import AudioEncoder
 from .config import TranscodeConfig
 from .decode import Decoder
-from .encode import RungEncoder, rung_segment_s
+from .encode import RungEncoder, rung_segment_s, scaling_parents
 from .errors import CancelledError, MediaError, TranscodeError
 from .models import AudioPlan, Ladder, Progress, RenditionResult, SourceInfo
 from .output import OutputSink
@@ -131,7 +131,26 @@ def run_ladder(
     try:
         sink.retract(MASTER)  # a stale master must never point into a half-rewritten ladder
         encoders = []
-        for rung in ladder.rungs:
+        rung_queues: list[queue.Queue[Any]] = [queue.Queue(maxsize=config.queue_depth) for _ in ladder.rungs]
+        parents = (
+            scaling_parents(ladder, _decoded_size(info)) if config.encoder.cascade else [None] * len(ladder.rungs)
+        )
+        children: list[list[queue.Queue[Any]]] = [[] for _ in ladder.rungs]
+        for index, parent in enumerate(parents):
+            if parent is not None:
+                children[parent].append(rung_queues[index])
+
+        def forwarder(targets: list[queue.Queue[Any]]) -> Callable[[av.VideoFrame, Fraction], None] | None:
+            if not targets:
+                return None
+
+            def forward(frame: av.VideoFrame, time_s: Fraction) -> None:
+                for q in targets:
+                    coordinator.put(q, (frame, time_s))
+
+            return forward
+
+        for index, rung in enumerate(ladder.rungs):
             segmenter = HlsSegmenter(
                 name=rung.name,
                 sink=sink,
@@ -148,6 +167,7 @@ def run_ladder(
                     crf=config.encoder.crf,
                     threads=threads.encoder_threads.get(rung.name, 1),
                     interpolation=config.encoder.scaler,
+                    forward=forwarder(children[index]),
                 )
             )
         audio_encoder: AudioEncoder | None = None
@@ -168,11 +188,12 @@ def run_ladder(
 
         top = ladder.rungs[0]
         poster = PosterPicker(info.duration_s, *_poster_size(top.width, top.height)) if config.poster else None
-        rung_queues: list[queue.Queue[Any]] = [queue.Queue(maxsize=config.queue_depth) for _ in encoders]
         audio_queue: queue.Queue[Any] = queue.Queue(maxsize=max(64, config.queue_depth * 8))
 
+        root_queues = [q for q, parent in zip(rung_queues, parents, strict=True) if parent is None]
+
         def on_video(frame: av.VideoFrame, time_s: Fraction) -> None:
-            for q in rung_queues:
+            for q in root_queues:
                 coordinator.put(q, (frame, time_s))
             if poster is not None:
                 poster.push(frame, time_s)
@@ -191,15 +212,19 @@ def run_ladder(
 
         def decode() -> None:
             decoder.run()
-            for q in rung_queues:
+            for q in root_queues:
                 coordinator.put(q, _END)
             coordinator.put(audio_queue, _END)
 
-        def encode_rung(encoder: RungEncoder, q: queue.Queue[Any]) -> Callable[[], None]:
+        def encode_rung(index: int) -> Callable[[], None]:
+            encoder, q = encoders[index], rung_queues[index]
+
             def loop() -> None:
                 while (item := coordinator.get(q)) is not _END:
                     encoder.push(*item)
                 encoder.finish(decoder.video_end_s)
+                for child in children[index]:
+                    coordinator.put(child, _END)
 
             return loop
 
@@ -211,8 +236,7 @@ def run_ladder(
 
         stages.append(_Stage("decoder", decode, coordinator.failed))
         stages += [
-            _Stage(f"rung-{enc.rung.name}", encode_rung(enc, q), coordinator.failed)
-            for enc, q in zip(encoders, rung_queues, strict=False)
+            _Stage(f"rung-{enc.rung.name}", encode_rung(i), coordinator.failed) for i, enc in enumerate(encoders)
         ]
         if audio_encoder is not None:
             stages.append(_Stage("audio", encode_audio, coordinator.failed))
@@ -263,6 +287,14 @@ def run_ladder(
         if isinstance(exc, av.FFmpegError):
             raise MediaError("media processing failed", context={"error": exc.strerror}) from exc
         raise
+
+
+def _decoded_size(info: SourceInfo) -> tuple[int, int]:
+    """Size of the frames the decoder hands on (after turning them upright)."""
+    v = info.video
+    if v.rotation_deg in (90, 270):
+        return v.coded_height, v.coded_width
+    return v.coded_width, v.coded_height
 
 
 def _progress(phase: str, done_s: float, total_s: float, started: float) -> Progress:
