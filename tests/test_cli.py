@@ -255,11 +255,6 @@ def test_output_that_is_a_file_is_a_usage_error(small_clip: Path, tmp_path: Path
     assert_usage_error(done, "is a file")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="run.transcode calls Path(destination).mkdir() outside any try: the OSError is not an "
-    "OutputError, so the CLI reports 'internal error: NotADirectoryError' and exits 70, not 5",
-)
 def test_output_that_cannot_be_created_exits_5(small_clip: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "plain-file"
     blocker.write_text("x", encoding="utf-8")

@@ -18,6 +18,15 @@ from .errors import (
     UnsupportedInputError,
 )
 from .ladder import plan_ladder
+from .locations import (
+    CredentialsError,
+    S3Location,
+    SourceChangedError,
+    SourceNotFoundError,
+    StorageConfig,
+    StorageError,
+    UploadError,
+)
 from .models import (
     AudioInfo,
     AudioPlan,
@@ -42,6 +51,7 @@ __all__ = [
     "AudioPlan",
     "CancelledError",
     "ConfigError",
+    "CredentialsError",
     "EncoderSettings",
     "IFrameInfo",
     "InputError",
@@ -57,12 +67,18 @@ __all__ = [
     "RenditionResult",
     "Rung",
     "RungSpec",
+    "S3Location",
     "SegmentInfo",
+    "SourceChangedError",
     "SourceInfo",
+    "SourceNotFoundError",
+    "StorageConfig",
+    "StorageError",
     "TranscodeConfig",
     "TranscodeError",
     "TranscodeResult",
     "UnsupportedInputError",
+    "UploadError",
     "VideoInfo",
     "__version__",
     "plan_ladder",

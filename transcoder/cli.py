@@ -6,17 +6,24 @@ Exit codes (stable, documented in the README)::
     2  usage error (bad option or value)
     3  bad input: the source is not a usable video (retrying will not help)
     4  media processing failed after the input was accepted
-    5  output could not be written (disk, permissions, storage)
+    5  output could not be written, or object storage failed (disk, permissions, storage)
     6  cancelled (SIGINT or SIGTERM): nothing was published
     70 internal error (a bug: please report it with the input)
 
 Errors are printed as one line on stderr, never as a traceback.
+
+SOURCE may be ``s3://bucket/key`` and ``-o`` ``s3://bucket/prefix/``.
+Credentials come from boto3's chain (``AWS_ACCESS_KEY_ID``/``AWS_PROFILE`` ...);
+the endpoint from ``--endpoint-url``, else ``AWS_ENDPOINT_URL_S3`` /
+``AWS_ENDPOINT_URL`` as botocore (and aws-cli) read them. A missing source
+object exits 3; other storage failures exit 5.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import signal
 import sys
 import threading
@@ -34,10 +41,11 @@ from .decode import video_filters
 from .encode import x264_options
 from .errors import CancelledError, ConfigError, InputError, MediaError, OutputError, TranscodeError
 from .ladder import plan_ladder
+from .locations import S3Location, StorageConfig, StorageError, is_s3_uri
 from .models import Ladder, Progress, SourceInfo, TranscodeResult
 from .probe import probe
 from .profiles import detect_budget, plan_threads
-from .run import transcode
+from .run import open_source, transcode
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -51,10 +59,10 @@ EXIT_INTERNAL = 70
 def exit_code_for(error: BaseException) -> int:
     """The exit code for ``error`` (the table in the module docstring)."""
     if isinstance(error, InputError):
-        return EXIT_BAD_INPUT
+        return EXIT_BAD_INPUT  # a missing source object too (SourceNotFoundError)
     if isinstance(error, CancelledError):
         return EXIT_CANCELLED
-    if isinstance(error, OutputError):
+    if isinstance(error, (OutputError, StorageError)):
         return EXIT_OUTPUT
     if isinstance(error, ConfigError):
         return EXIT_USAGE
@@ -80,9 +88,42 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def _location(local: click.Path) -> Any:
+    """A callback: ``s3://`` locations stay strings (checked), anything else goes through ``local``.
+
+    (``click.Path`` alone would turn ``s3://b/k`` into a local path.)
+    """
+
+    def convert(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | str | None:
+        if value is None:
+            return None
+        if is_s3_uri(value):
+            try:
+                S3Location.parse(value, prefix=not local.file_okay)
+            except ConfigError as exc:
+                raise click.BadParameter(str(exc), ctx=ctx, param=param) from exc
+            return value
+        return Path(os.fsdecode(local.convert(value, param, ctx)))
+
+    return convert
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("source", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", "output", type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
+@click.argument("source", callback=_location(click.Path(dir_okay=False, path_type=Path)))
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    callback=_location(click.Path(file_okay=False, path_type=Path)),
+    metavar="DIR|s3://BUCKET/PREFIX/",
+    help="Output directory or s3://bucket/prefix/.",
+)
+@click.option(
+    "--endpoint-url",
+    default=None,
+    metavar="URL",
+    help="S3 endpoint (e.g. R2's). Default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL / the profile, as aws-cli.",
+)
 @click.option("--plan", "plan_only", is_flag=True, help="Print the ladder and exact encoder settings; encode nothing.")
 @click.option("--preset", type=click.Choice(X264_PRESETS), default="veryfast", show_default=True, help="x264 preset.")
 @click.option(
@@ -99,8 +140,9 @@ def jsonable(value: Any) -> Any:
 @click.option("--json", "as_json", is_flag=True, help="Print the result (or the plan) as JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def cli(
-    source: Path,
-    output: Path | None,
+    source: Path | str,
+    output: Path | str | None,
+    endpoint_url: str | None,
     plan_only: bool,
     preset: str,
     crf: int,
@@ -113,7 +155,7 @@ def cli(
     as_json: bool,
     quiet: bool,
 ) -> None:
-    """Transcode SOURCE (a video file) into an HLS ladder in OUTPUT."""
+    """Transcode SOURCE (a video file or s3://bucket/key) into an HLS ladder in OUTPUT."""
     if not plan_only and output is None:
         raise click.UsageError("missing option '-o' / '--output' (or use --plan)")
     try:
@@ -126,9 +168,15 @@ def cli(
             threads=threads,
             poster=not no_poster,
         )
+        # No environment read here: with endpoint_url None botocore resolves
+        # AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL itself.
+        storage = StorageConfig(endpoint_url=endpoint_url)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
-    code = _plan(source, config, as_json) if plan_only else _run(source, output, config, as_json, quiet)
+    if plan_only:
+        code = _plan(source, config, storage, as_json)
+    else:
+        code = _run(source, output, config, storage, as_json, quiet)
     sys.exit(code)
 
 
@@ -139,9 +187,10 @@ def _fail(error: BaseException) -> int:
     return code
 
 
-def _plan(source: Path, config: TranscodeConfig, as_json: bool) -> int:
+def _plan(source: Path | str, config: TranscodeConfig, storage: StorageConfig, as_json: bool) -> int:
     try:
-        info = probe(source, limits=config.limits)
+        with open_source(source, storage=storage) as opened:
+            info = probe(opened, limits=config.limits)
         ladder = plan_ladder(info, config.ladder, gop_s=config.gop_s, segment_s=config.segment_s)
     except Exception as exc:
         return _fail(exc)
@@ -180,20 +229,27 @@ def _plan(source: Path, config: TranscodeConfig, as_json: bool) -> int:
     return EXIT_OK
 
 
-def _run(source: Path, output: Path | None, config: TranscodeConfig, as_json: bool, quiet: bool) -> int:
+def _run(
+    source: Path | str,
+    output: Path | str | None,
+    config: TranscodeConfig,
+    storage: StorageConfig,
+    as_json: bool,
+    quiet: bool,
+) -> int:
     assert output is not None
     cancel = threading.Event()
     reporter = _Reporter(enabled=not quiet, stream=sys.stderr)
     try:
         with _cancel_on_signals(cancel):
-            result = transcode(source, output, config=config, progress=reporter, cancel=cancel)
+            result = transcode(source, output, config=config, progress=reporter, cancel=cancel, storage=storage)
     except Exception as exc:
         reporter.close()
         return _fail(exc)
     reporter.close()
     if as_json:
         payload = jsonable(result)
-        payload["master_path"] = str(output / result.master_uri)
+        payload["master_path"] = _master_path(output, result.master_uri)
         click.echo(json.dumps(payload, indent=2))
     else:
         click.echo(_result_table(result, output))
@@ -296,7 +352,13 @@ def _ladder_table(ladder: Ladder) -> str:
     return _table(rows)
 
 
-def _result_table(result: TranscodeResult, output: Path) -> str:
+def _master_path(output: Path | str, master_uri: str) -> str:
+    if isinstance(output, str) and is_s3_uri(output):
+        return S3Location.parse(output, prefix=True).join(master_uri).uri
+    return str(Path(output) / master_uri)
+
+
+def _result_table(result: TranscodeResult, output: Path | str) -> str:
     rows = [("rendition", "size", "fps", "codecs", "segments", "peak kb/s", "avg kb/s", "MB")]
     for r in result.renditions:
         rows.append(
@@ -313,7 +375,7 @@ def _result_table(result: TranscodeResult, output: Path) -> str:
         )
     speed = result.source.duration_s / result.wall_s if result.wall_s > 0 else 0.0
     footer = (
-        f"\nmaster playlist: {output / result.master_uri}\n"
+        f"\nmaster playlist: {_master_path(output, result.master_uri)}\n"
         f"{result.source.duration_s:.1f} s of video in {result.wall_s:.1f} s ({speed:.2f}x realtime), "
         f"CPU {result.cpu_s:.1f} s, peak RSS {result.peak_rss_bytes / 2**20:.0f} MiB"
     )

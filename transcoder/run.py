@@ -6,17 +6,25 @@ import os
 import resource
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import psutil
 
 from .config import TranscodeConfig
+from .errors import OutputError
 from .ladder import plan_ladder
+from .locations import S3Location, StorageConfig, is_s3_uri
 from .models import TranscodeResult
 from .output import LocalDirectory, OutputSink
 from .pipeline import ProgressSink, run_ladder
 from .probe import Source, probe
 from .profiles import detect_budget, plan_threads
+
+if TYPE_CHECKING:
+    from .storage import S3Client
 
 
 def transcode(
@@ -26,37 +34,64 @@ def transcode(
     config: TranscodeConfig | None = None,
     progress: ProgressSink | None = None,
     cancel: threading.Event | None = None,
+    storage: StorageConfig | None = None,
+    s3_client: S3Client | None = None,
 ) -> TranscodeResult:
     """Transcode ``source`` into an HLS ladder at ``destination``.
 
-    ``source`` is a local path or a seekable binary file; ``destination`` a
-    local directory (created if missing) or an :class:`OutputSink`.
-    ``progress`` is called from the calling thread a few times a second.
-    Setting ``cancel`` stops the run: nothing is published.
+    ``source`` is a local path, an ``s3://bucket/key`` string or a seekable
+    binary file; ``destination`` a local directory (created if missing), an
+    ``s3://bucket/prefix/`` string or an :class:`OutputSink`. Object storage is
+    reached with ``s3_client`` if given, else a client made from ``storage``
+    (:class:`~transcoder.locations.StorageConfig`; default settings and boto3's
+    credential chain); the source is streamed by ranged GETs, the output
+    uploaded as it is made. ``progress`` is called from the calling thread a
+    few times a second. Setting ``cancel`` stops the run: nothing is published.
 
     Raises :class:`~transcoder.errors.InputError` for unusable input (before
-    any output is written when the probe already shows it),
+    any output is written when the probe already shows it; a missing source
+    object is a :class:`~transcoder.locations.SourceNotFoundError`),
     :class:`~transcoder.errors.MediaError`,
-    :class:`~transcoder.errors.OutputError` or
+    :class:`~transcoder.errors.OutputError`,
+    :class:`~transcoder.locations.StorageError` or
     :class:`~transcoder.errors.CancelledError`. A failed run leaves no master
-    playlist behind and removes what it wrote.
+    playlist behind, removes what it wrote and aborts its multipart uploads.
     """
     config = config or TranscodeConfig()
+    # One event for the pipeline and the storage threads, so a cancel (or a
+    # failed stage) also stops storage retries.
+    cancel = cancel if cancel is not None else threading.Event()
     started_wall = time.monotonic()
     process = psutil.Process()
     cpu_start = process.cpu_times()
-    info = probe(source, limits=config.limits)
-    ladder = plan_ladder(info, config.ladder, gop_s=config.gop_s, segment_s=config.segment_s)
-    threads = plan_threads(ladder, detect_budget(config.threads))
-    sink: OutputSink
-    if isinstance(destination, (str, os.PathLike)):
-        Path(destination).mkdir(parents=True, exist_ok=True)
-        sink = LocalDirectory(destination)
-    else:
-        sink = destination
-    output = run_ladder(
-        source, info, ladder, config=config, sink=sink, threads=threads, progress=progress, cancel=cancel
-    )
+    clients = _Clients(storage, s3_client)
+    with ExitStack() as stack:
+        opened = stack.enter_context(open_source(source, storage=storage, s3_client=clients.get, cancel=cancel))
+        info = probe(opened, limits=config.limits)
+        ladder = plan_ladder(info, config.ladder, gop_s=config.gop_s, segment_s=config.segment_s)
+        threads = plan_threads(ladder, detect_budget(config.threads))
+        sink: OutputSink
+        if is_s3_uri(destination):
+            from .storage import S3Sink  # boto3 is imported only when object storage is used
+
+            location = S3Location.parse(cast(str, destination), prefix=True)
+            s3_sink = S3Sink(clients.get(), location, storage, cancel=cancel)
+            stack.callback(s3_sink.close)
+            sink = s3_sink
+        elif isinstance(destination, (str, os.PathLike)):
+            try:
+                Path(destination).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise OutputError(
+                    "could not create the output directory",
+                    context={"path": os.fspath(destination), "error": exc.strerror},
+                ) from exc
+            sink = LocalDirectory(destination)
+        else:
+            sink = destination
+        output = run_ladder(
+            opened, info, ladder, config=config, sink=sink, threads=threads, progress=progress, cancel=cancel
+        )
     cpu_end = process.cpu_times()
     cpu_s = (cpu_end.user - cpu_start.user) + (cpu_end.system - cpu_start.system)
     return TranscodeResult(
@@ -71,6 +106,52 @@ def transcode(
         peak_rss_bytes=_peak_rss_bytes(),
         output_bytes=sum(r.size_bytes for r in output.renditions),
     )
+
+
+@contextmanager
+def open_source(
+    source: Source,
+    *,
+    storage: StorageConfig | None = None,
+    s3_client: S3Client | None = None,
+    cancel: threading.Event | None = None,
+) -> Iterator[Source]:
+    """``source`` ready for :func:`~transcoder.probe.probe` and decoding.
+
+    An ``s3://bucket/key`` string becomes an :class:`~transcoder.storage.S3Reader`
+    (its HEAD raises :class:`~transcoder.locations.SourceNotFoundError` for a
+    missing object), closed on exit; anything else is passed through.
+    ``s3_client`` is a client or a zero-argument factory for one.
+    """
+    if not is_s3_uri(source):
+        yield source
+        return
+    from .storage import S3Reader, make_client
+
+    location = S3Location.parse(cast(str, source))
+    client = s3_client() if callable(s3_client) else s3_client
+    reader = S3Reader(client if client is not None else make_client(storage), location, storage, cancel=cancel)
+    try:
+        # An S3Reader is a binary file (io.RawIOBase); typeshed does not count
+        # RawIOBase as IO[bytes], though it has every method the probe uses.
+        yield cast(IO[bytes], reader)
+    finally:
+        reader.close()
+
+
+class _Clients:
+    """One S3 client per run, made on first use (none when no s3:// location is involved)."""
+
+    def __init__(self, storage: StorageConfig | None, client: Any | None) -> None:
+        self._storage = storage
+        self._client = client
+
+    def get(self) -> Any:
+        if self._client is None:
+            from .storage import make_client
+
+            self._client = make_client(self._storage)
+        return self._client
 
 
 def _peak_rss_bytes() -> int:
