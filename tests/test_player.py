@@ -51,8 +51,16 @@ SECONDS = 6.0
 #   completed when the first video fragment is tiny (the 234p cellular rung
 #   triggers it every time; the fragment is buffered right after). A real
 #   no-growth append repeats ("2 times", ...) and still fails the test.
+# * "Audio frame @ ...s overlaps marker by -21 ms": the first AAC frame holds
+#   the encoder's 1024 priming samples (21.3 ms at 48 kHz) and is timed
+#   before the first video frame so that the audio *content* starts with the
+#   video, as in the ffmpeg CLI's own HLS output; hls.js notes it and keeps
+#   the frame. Any other overlap or gap still fails.
 BENIGN_DETAILS = {"bufferStalledError", "bufferNudgeOnStall"}
-BENIGN_WARNING = re.compile(r"stall|nudg|stuck|appended 1 time without buffered range growth", re.IGNORECASE)
+BENIGN_WARNING = re.compile(
+    r"stall|nudg|stuck|appended 1 time without buffered range growth|overlaps marker by -2[12] ms\.$",
+    re.IGNORECASE,
+)
 
 
 @pytest.fixture(scope="module")
