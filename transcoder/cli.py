@@ -194,7 +194,7 @@ def _plan(source: Path | str, config: TranscodeConfig, storage: StorageConfig, a
         ladder = plan_ladder(info, config.ladder, gop_s=config.gop_s, segment_s=config.segment_s)
     except Exception as exc:
         return _fail(exc)
-    threads = plan_threads(ladder, detect_budget(config.threads))
+    threads = plan_threads(ladder, detect_budget(config.threads), preset=config.encoder.preset)
     settings = {
         rung.name: x264_options(
             rung, gop_frames=ladder.gop_frames(rung), preset=config.encoder.preset, crf=config.encoder.crf

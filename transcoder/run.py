@@ -69,7 +69,7 @@ def transcode(
         opened = stack.enter_context(open_source(source, storage=storage, s3_client=clients.get, cancel=cancel))
         info = probe(opened, limits=config.limits)
         ladder = plan_ladder(info, config.ladder, gop_s=config.gop_s, segment_s=config.segment_s)
-        threads = plan_threads(ladder, detect_budget(config.threads))
+        threads = plan_threads(ladder, detect_budget(config.threads), preset=config.encoder.preset)
         sink: OutputSink
         if is_s3_uri(destination):
             from .storage import S3Sink  # boto3 is imported only when object storage is used
