@@ -76,13 +76,17 @@ DEFAULT_VCPUS = 4
 DEFAULT_MEMORY_MIB = 7168
 MIN_MEMORY_MIB = 2048
 DEFAULT_API_URL = "https://api.example.invalid"
+# Where ladders go and the R2 endpoint: the plan of record names neither, so
+# these are placeholders to override (--hls-output-uri, --r2-endpoint).
+DEFAULT_HLS_OUTPUT_URI = "s3://academy-video-hls/hls/"
+DEFAULT_R2_ENDPOINT = "https://r2-account-id.r2.cloudflarestorage.com"
 # The container's entrypoint (docker/arm64/Dockerfile): the job command is appended to it.
 ENTRYPOINT = "transcode-worker"
 # Environment variable the worker reads for the transcoder's CPU budget (see module docstring).
 THREADS_ENV = "TRANSCODE_THREADS"
 ACCOUNT_PLACEHOLDER = "${ACCOUNT_ID}"
 
-_PLACEHOLDER = re.compile(r"\$\{([A-Z_]+)\}")
+_PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
 _SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|PRIVATE|ACCESS_KEY|CREDENTIAL|API_KEY", re.IGNORECASE)
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
 _SECRET_ARN = re.compile(r"^arn:aws[a-z-]*:(ssm|secretsmanager):[a-z0-9-]+:\d{12}:(parameter/|secret:).+$")
@@ -114,6 +118,8 @@ class RenderOptions:
     job_role: str = DEFAULT_JOB_ROLE  # a role name or a full ARN
     execution_role: str = DEFAULT_EXECUTION_ROLE
     api_url: str = DEFAULT_API_URL
+    hls_output_uri: str = DEFAULT_HLS_OUTPUT_URI
+    r2_endpoint: str = DEFAULT_R2_ENDPOINT
     environment: dict[str, str] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict)  # name -> SSM parameter / Secrets Manager ARN
     sets: tuple[tuple[str, Any], ...] = ()  # (dotted path, value), applied last
@@ -173,6 +179,8 @@ def render(options: RenderOptions | None = None, *, template: Path = TEMPLATE) -
         "JOB_ROLE": _role_name(options.job_role),
         "EXECUTION_ROLE": _role_name(options.execution_role),
         "API_URL": options.api_url,
+        "HLS_OUTPUT_URI": options.hls_output_uri,
+        "R2_ENDPOINT": options.r2_endpoint,
         "EXIT_CODES": exit_code_table(),
         "RETRYABLE_EXIT_CODES": retryable_exit_codes(),
     }
@@ -493,7 +501,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--memory", dest="memory_mib", type=int, default=DEFAULT_MEMORY_MIB, help="MiB")
     r.add_argument("--job-role", default=DEFAULT_JOB_ROLE, help="role name or ARN")
     r.add_argument("--execution-role", default=DEFAULT_EXECUTION_ROLE, help="role name or ARN")
-    r.add_argument("--api-url", default=DEFAULT_API_URL)
+    r.add_argument("--api-url", default=DEFAULT_API_URL, help="the job API (JOB_API_URL)")
+    r.add_argument("--hls-output-uri", default=DEFAULT_HLS_OUTPUT_URI, help="s3://bucket/prefix/ (HLS_OUTPUT_URI)")
+    r.add_argument("--r2-endpoint", default=DEFAULT_R2_ENDPOINT, help="R2's S3 endpoint (AWS_ENDPOINT_URL_S3)")
     r.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="add/replace an env variable")
     r.add_argument("--secret", action="append", default=[], metavar="NAME=ARN", help="add/replace a secret")
     r.add_argument(
@@ -522,6 +532,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 job_role=args.job_role,
                 execution_role=args.execution_role,
                 api_url=args.api_url,
+                hls_output_uri=args.hls_output_uri,
+                r2_endpoint=args.r2_endpoint,
                 environment=_pairs(args.env, "--env"),
                 secrets=_pairs(args.secret, "--secret"),
                 sets=sets,

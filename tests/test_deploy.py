@@ -89,7 +89,7 @@ def test_render_overrides() -> None:
     c = d["containerProperties"]
     assert {r["type"]: r["value"] for r in c["resourceRequirements"]} == {"VCPU": "8", "MEMORY": "15360"}
     assert {"name": "TRANSCODE_THREADS", "value": "8"} in c["environment"]
-    assert {"name": "VIDEO_API_URL", "value": "https://api.example.com"} in c["environment"]
+    assert {"name": "JOB_API_URL", "value": "https://api.example.com"} in c["environment"]
     assert {"name": "LOG_LEVEL", "value": "debug"} in c["environment"]
     assert c["jobRoleArn"] == f"arn:aws:iam::{ACCOUNT}:role/custom-job"
     assert c["executionRoleArn"] == f"arn:aws:iam::{ACCOUNT}:role/custom-exec"
@@ -158,7 +158,7 @@ def _env(name: str, value: str) -> Mutation:
         (_set("containerProperties.logConfiguration.options.awslogs-group", "/aws/batch/job"), "awslogs group"),
         (_set("containerProperties.resourceRequirements.0.value", "8"), "thread budget = vCPU"),
         (_set("containerProperties.resourceRequirements.1.value", "512"), "vCPU and memory"),
-        (_env("VIDEO_WORKER_TOKEN", "hunter2"), "no secrets in environment"),
+        (_env("JOB_API_TOKEN", "hunter2"), "no secrets in environment"),
         (_env("AWS_BATCH_JOB_ID", "x"), "no secrets in environment"),
         (_set("containerProperties.secrets.0.valueFrom", "plain-text-token"), "no secrets in environment"),
         (_set("containerProperties.jobRoleArn", "academy-video-batch-job-role"), "job and execution roles"),
@@ -313,6 +313,8 @@ def test_template_is_json_with_known_placeholders() -> None:
         "${JOB_ROLE}",
         "${EXECUTION_ROLE}",
         "${API_URL}",
+        "${HLS_OUTPUT_URI}",
+        "${R2_ENDPOINT}",
         "${EXIT_CODES}",
         "${RETRYABLE_EXIT_CODES}",
     }
@@ -402,7 +404,7 @@ def _in_final(line: str) -> str:
             ),
             "one init process",
         ),
-        (_in_final("ENV VIDEO_WORKER_TOKEN=abc"), "no credentials in ENV/ARG"),
+        (_in_final("ENV JOB_API_TOKEN=abc"), "no credentials in ENV/ARG"),
         (
             DOCKERFILE_TEXT.replace("--no-index --find-links=/wheels hls-transcoder", "hls-transcoder"),
             "final stage installs wheels only",

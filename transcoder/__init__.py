@@ -26,6 +26,7 @@ from .locations import (
     StorageConfig,
     StorageError,
     UploadError,
+    make_s3_client,
 )
 from .models import (
     AudioInfo,
@@ -81,6 +82,7 @@ __all__ = [
     "UploadError",
     "VideoInfo",
     "__version__",
+    "make_s3_client",
     "plan_ladder",
     "probe",
     "transcode",

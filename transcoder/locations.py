@@ -221,3 +221,14 @@ class CredentialsError(StorageError):
 
 class UploadError(StorageError, OutputError):
     """Storing an output object failed; ``context["key"]`` names the object."""
+
+
+def make_s3_client(config: StorageConfig | None = None) -> Any:
+    """An S3 client with the settings R2 needs (see :mod:`transcoder.storage`).
+
+    Imports boto3 on first use only, so ``import transcoder`` stays light for
+    callers that never touch object storage.
+    """
+    from .storage import make_client
+
+    return make_client(config)

@@ -1,0 +1,286 @@
+"""Stored ladders: find a complete one an earlier run of the job left, and read any ladder's report back.
+
+Runs in the transcoding child (worker.child), which owns storage access: the
+parent process imports neither boto3 nor PyAV. Two stores behind one small
+interface: :class:`S3Store` (an S3/R2 bucket through the engine's R2-safe
+client) and :class:`LocalStore` (a local directory, for local runs).
+
+:func:`inspect_ladder` is the report of a stored ladder, and the check that it
+is whole: the master playlist parses, every playlist it names exists and
+parses and ends (``EXT-X-ENDLIST``), and every segment and init segment those
+name exists. :func:`find_complete_ladder` returns the newest run directory of
+the job whose ladder passes that check.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from .layout import MASTER, RunDir, job_stem, parse_run_dir
+from .playlists import completion_report, parse_master, parse_media, resolve
+from .settings import OutputRoot
+
+__all__ = [
+    "FoundLadder",
+    "IncompleteLadderError",
+    "LocalStore",
+    "S3Store",
+    "Store",
+    "StoreError",
+    "StoredObject",
+    "find_complete_ladder",
+    "inspect_ladder",
+]
+
+_MAX_PLAYLIST_BYTES = 16 * 1024 * 1024
+# Refusals a retry cannot get past: credentials, permissions, a missing bucket (deployment problems).
+_DENIED_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket"})
+
+
+class IncompleteLadderError(ValueError):
+    """The directory holds no whole ladder (no master, or something it names is missing or broken)."""
+
+
+class StoreError(Exception):
+    """Listing or reading the output store failed; ``retryable`` and ``denied`` say how."""
+
+    def __init__(self, message: str, *, retryable: bool, denied: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.denied = denied
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    key: str  # relative to the output root
+    size: int
+    modified: float  # epoch seconds
+
+
+class Store(Protocol):
+    """Read access to the output root. Keys are relative to it."""
+
+    def directories(self, prefix: str) -> list[str]:
+        """Directories whose path starts with ``prefix``, one level below its parent (relative, ending in ``/``).
+
+        ``directories("7/42-a")`` -> ``["7/42-a1-3f9c0b1d/", "7/42-a2-0a1b2c3d/"]``.
+        """
+
+    def objects(self, directory: str) -> list[StoredObject]:
+        """Every object under ``directory`` (ending in ``/``), at any depth."""
+
+    def read(self, key: str) -> bytes | None:
+        """The object's bytes, or None if it does not exist."""
+
+    def modified(self, key: str) -> float | None:
+        """The object's modification time (epoch seconds), or None if it does not exist."""
+
+
+class LocalStore:
+    """A local directory as a store (local runs and demos)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def directories(self, prefix: str) -> list[str]:
+        parent, _, start = prefix.rpartition("/")
+        base = self.root / parent if parent else self.root
+        try:
+            entries = sorted(os.scandir(base), key=lambda e: e.name)
+        except FileNotFoundError:
+            return []
+        head = f"{parent}/" if parent else ""
+        return [f"{head}{e.name}/" for e in entries if e.name.startswith(start) and e.is_dir(follow_symlinks=False)]
+
+    def objects(self, directory: str) -> list[StoredObject]:
+        base = self.root / directory
+        found: list[StoredObject] = []
+        for folder, _, files in os.walk(base):
+            for name in files:
+                path = Path(folder) / name
+                info = path.stat()
+                found.append(StoredObject(path.relative_to(self.root).as_posix(), info.st_size, info.st_mtime))
+        return sorted(found, key=lambda o: o.key)
+
+    def read(self, key: str) -> bytes | None:
+        try:
+            return (self.root / key).read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def modified(self, key: str) -> float | None:
+        try:
+            return (self.root / key).stat().st_mtime
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+
+class S3Store:
+    """A bucket prefix as a store, through a botocore S3 client (the engine's R2-safe one)."""
+
+    def __init__(self, client: Any, root: OutputRoot) -> None:
+        if root.bucket is None:
+            raise ValueError("S3Store needs an s3:// output root")
+        self._client = client
+        self._bucket = root.bucket
+        self._prefix = root.prefix
+
+    def directories(self, prefix: str) -> list[str]:
+        found: list[str] = []
+        for page in self._pages(self._prefix + prefix, delimiter="/"):
+            found.extend(item["Prefix"][len(self._prefix) :] for item in page.get("CommonPrefixes", []))
+        return sorted(found)
+
+    def objects(self, directory: str) -> list[StoredObject]:
+        found: list[StoredObject] = []
+        for page in self._pages(self._prefix + directory, delimiter=None):
+            for item in page.get("Contents", []):
+                found.append(
+                    StoredObject(item["Key"][len(self._prefix) :], int(item["Size"]), item["LastModified"].timestamp())
+                )
+        return sorted(found, key=lambda o: o.key)
+
+    def read(self, key: str) -> bytes | None:
+        full = self._prefix + key
+        try:
+            response = self._client.get_object(Bucket=self._bucket, Key=full)
+            body: bytes = response["Body"].read(_MAX_PLAYLIST_BYTES + 1)
+        except Exception as exc:
+            if _is_missing(exc):
+                return None
+            raise _store_error("GetObject", full, exc) from exc
+        if len(body) > _MAX_PLAYLIST_BYTES:
+            raise StoreError(f"s3://{self._bucket}/{full} is too large for a playlist", retryable=False)
+        return body
+
+    def modified(self, key: str) -> float | None:
+        full = self._prefix + key
+        try:
+            response = self._client.head_object(Bucket=self._bucket, Key=full)
+        except Exception as exc:
+            if _is_missing(exc):
+                return None
+            raise _store_error("HeadObject", full, exc) from exc
+        return float(response["LastModified"].timestamp())
+
+    def _pages(self, prefix: str, *, delimiter: str | None) -> list[dict[str, Any]]:
+        arguments: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix}
+        if delimiter is not None:
+            arguments["Delimiter"] = delimiter
+        try:
+            return list(self._client.get_paginator("list_objects_v2").paginate(**arguments))
+        except Exception as exc:
+            raise _store_error("ListObjectsV2", prefix, exc) from exc
+
+
+def _error_facts(exc: Exception) -> tuple[int | None, str]:
+    # botocore's ClientError, read by duck typing: this package does not import botocore.
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return None, ""
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return (status if isinstance(status, int) else None), str(response.get("Error", {}).get("Code", ""))
+
+
+def _is_missing(exc: Exception) -> bool:
+    status, code = _error_facts(exc)
+    return status == 404 and code in ("NoSuchKey", "404", "NotFound")
+
+
+def _store_error(operation: str, key: str, exc: Exception) -> StoreError:
+    status, code = _error_facts(exc)
+    denied = status in (401, 403) or code in _DENIED_CODES
+    detail = f"HTTP {status} {code}".strip() if status is not None else type(exc).__name__
+    return StoreError(f"{operation} {key} failed: {detail}", retryable=not denied, denied=denied)
+
+
+@dataclass(frozen=True, slots=True)
+class FoundLadder:
+    run: RunDir
+    report: dict[str, Any]  # the body of ``complete`` (CompletionReport JSON)
+
+
+def inspect_ladder(store: Store, root: OutputRoot, run: RunDir) -> dict[str, Any]:
+    """The ``complete`` body for the ladder in ``run``'s directory; ``IncompleteLadderError`` if it is not whole."""
+    directory = run.relative
+    objects = {obj.key: obj for obj in store.objects(directory)}
+    master_key = directory + MASTER
+    if master_key not in objects:
+        raise IncompleteLadderError(f"{directory}: no {MASTER}")
+    master_text = _read_text(store, master_key)
+    try:
+        master = parse_master(master_text)
+        video_durations: list[float] = []
+        variant_uris = {v.uri for v in master.variants}
+        for uri in master.playlist_uris:
+            key = resolve(directory, uri, within=directory)
+            if key not in objects:
+                raise IncompleteLadderError(f"{directory}: the master names {uri!r}, which is missing")
+            playlist = parse_media(_read_text(store, key))
+            if not playlist.ended:
+                raise IncompleteLadderError(f"{directory}: {uri!r} has no EXT-X-ENDLIST")
+            playlist_dir = key.rpartition("/")[0] + "/"
+            for segment in (*playlist.map_uris, *playlist.segment_uris):
+                if resolve(playlist_dir, segment, within=directory) not in objects:
+                    raise IncompleteLadderError(f"{directory}: {uri!r} names {segment!r}, which is missing")
+            if uri in variant_uris:
+                video_durations.append(playlist.duration_s)
+    except ValueError as exc:
+        if isinstance(exc, IncompleteLadderError):
+            raise
+        raise IncompleteLadderError(f"{directory}: {exc}") from exc
+    duration = max(video_durations)
+    if duration <= 0:
+        raise IncompleteLadderError(f"{directory}: the variants have no duration")
+    return completion_report(
+        master,
+        hls_path=run.hls_path(root),
+        duration_s=duration,
+        total_bytes=sum(obj.size for obj in objects.values()),
+    )
+
+
+def find_complete_ladder(
+    store: Store,
+    root: OutputRoot,
+    *,
+    video_id: int,
+    job_id: int,
+    on_skip: Callable[[str, str], None] | None = None,
+) -> FoundLadder | None:
+    """The newest whole ladder an earlier run of this job left (any attempt), or None.
+
+    Run directories without a master playlist (runs that failed or are still
+    encoding) are passed over silently; ones whose master exists but fails
+    :func:`inspect_ladder` are passed over with ``on_skip(directory, why)``.
+    Newest means the master playlist's modification time (then the name).
+    """
+    candidates: list[tuple[float, str, RunDir]] = []
+    for directory in store.directories(job_stem(video_id, job_id)):
+        run = parse_run_dir(directory)
+        if run is None or run.video_id != video_id or run.job_id != job_id:
+            continue
+        modified = store.modified(directory + MASTER)
+        if modified is not None:
+            candidates.append((modified, directory, run))
+    for _, directory, run in sorted(candidates, key=lambda c: (c[0], c[1]), reverse=True):
+        try:
+            return FoundLadder(run=run, report=inspect_ladder(store, root, run))
+        except IncompleteLadderError as exc:
+            if on_skip is not None:
+                on_skip(directory, str(exc))
+    return None
+
+
+def _read_text(store: Store, key: str) -> str:
+    data = store.read(key)
+    if data is None:
+        raise IncompleteLadderError(f"{key} is missing")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise IncompleteLadderError(f"{key} is not UTF-8 text") from exc
