@@ -17,6 +17,7 @@ import pytest
 from transcoder.cli import jsonable
 from transcoder.models import Ladder, Rung
 from transcoder.profiles import (
+    MIN_X264_THREADS,
     PLATFORMS,
     THROUGHPUT_JOB_VCPUS,
     CpuBudget,
@@ -243,20 +244,18 @@ def test_garbage_cgroup_files_are_ignored(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("cores", [1, 2, 3, 4, 6, 8, 16, 32, 64])
-def test_thread_plan_sums_to_about_the_budget_and_favours_the_top_rung(cores: int) -> None:
+def test_thread_plan_gives_each_rung_its_share_and_favours_the_top_rung(cores: int) -> None:
     plan = plan_threads(LADDER, CpuBudget(cores=cores, source="override"), cpu=cpu("graviton3-64.txt"))
     counts = list(plan.encoder_threads.values())
     assert list(plan.encoder_threads) == [r.name for r in LADDER.rungs]
-    assert all(c >= 1 for c in counts)
     assert counts == sorted(counts, reverse=True)  # proportional to cost: bigger rung, more threads
-    total = sum(counts)
-    n = len(counts)
-    encode_cores = 0.8 * cores
-    # Each rung gets ceil(its share): at least the encode share, at most one extra thread per rung.
-    assert max(n, math.floor(encode_cores)) <= total <= max(n, encode_cores + n)
+    costs = [r.width * r.height * float(r.fps) for r in LADDER.rungs]
+    floor = 1 if cores == 1 else MIN_X264_THREADS
+    for rung_, count, cost in zip(LADDER.rungs, counts, costs, strict=True):
+        ideal = cores * cost / sum(costs)
+        assert count == min(x264_thread_cap(rung_.height), max(floor, math.ceil(ideal - 1e-9))), rung_.name
     if cores >= 8:
-        assert counts[0] >= total / 2  # the 1080p rung is ~57% of the pixel rate
-        assert abs(total + plan.decoder_threads - cores) <= max(8, cores // 4)
+        assert counts[0] >= sum(counts) / 3  # the 1080p rung is ~57% of the pixel rate
     assert 1 <= plan.decoder_threads <= min(cores, 8)
 
 
@@ -265,14 +264,18 @@ def test_two_vcpu_job_on_a_64_core_graviton() -> None:
     budget = detect_budget(cgroup_root=root, affinity=64, proc_self_cgroup=root / "proc-self-cgroup")
     plan = plan_threads(LADDER, budget, cpu=cpu("graviton3-64.txt", "aarch64"))
     assert plan.decoder_threads == 2
-    assert plan.encoder_threads == {"1080p": 1, "720p": 1, "480p": 1, "360p": 1}
+    floor = MIN_X264_THREADS
+    assert plan.encoder_threads == {"1080p": max(floor, 2), "720p": floor, "480p": floor, "360p": floor}
     assert plan.profile is not None
     assert plan.profile.jobs_per_instance_hint == 64 // THROUGHPUT_JOB_VCPUS
     lines = plan.describe()
     assert lines[0].startswith("cpu budget: 2 core(s) from cgroup v2 cpu.max")
     assert any(line.startswith("profile: cpu: graviton3 (Neoverse V1, CPU part 0xd40)") for line in lines)
     assert any(line.startswith("decoder: 2 frame thread(s): min(budget 2, 8)") for line in lines)
-    assert any(line.startswith("x264 1080p: 1 frame thread(s): 57% of the ladder's pixel rate") for line in lines)
+    assert any(
+        line.startswith(f"x264 1080p: {max(floor, 2)} frame thread(s): 57% of the ladder's pixel rate")
+        for line in lines
+    )
     assert any("throughput mode: ~32 job(s)" in line for line in lines)
 
 
@@ -282,9 +285,9 @@ def test_every_number_in_describe_has_a_reason() -> None:
     for line in lines:
         if line.startswith(("decoder:", "x264 ")) and not line.startswith("x264 total"):
             assert ": " in line.split("thread(s)", 1)[1], line
-    assert plan.encoder_threads == {"1080p": 8, "720p": 4, "480p": 2, "360p": 1}
+    assert plan.encoder_threads == {"1080p": 10, "720p": 5, "480p": max(MIN_X264_THREADS, 2), "360p": MIN_X264_THREADS}
     assert "rounded up" in plan.encoder_reasons["1080p"]
-    assert "at least 1" in plan.encoder_reasons["360p"]
+    assert f"at least {MIN_X264_THREADS}" in plan.encoder_reasons["360p"]
 
 
 def test_x264_thread_cap_follows_x264() -> None:
@@ -300,7 +303,7 @@ def test_x264_thread_cap_follows_x264() -> None:
 def test_plan_is_json_ready() -> None:
     plan = plan_threads(LADDER, CpuBudget(cores=4, source="override"), cpu=cpu("x86-intel.txt", "x86_64"))
     payload = json.loads(json.dumps(jsonable(plan)))
-    assert payload["encoder_threads"]["1080p"] == 2
+    assert payload["encoder_threads"]["1080p"] == max(MIN_X264_THREADS, 3)
     assert payload["profile"]["cpu"]["platform"] == "x86"
     assert payload["profile"]["x264_params_extra"] == {}
 

@@ -501,14 +501,23 @@ def build_profile(
 
 # --- Thread plan --------------------------------------------------------------------------------------------------
 
-# Shares of a ladder's CPU time (FACTS, cost model, 2-vCPU Zen 4): decode ~15%,
-# downscales 6-13%, libx264 ~70%, audio ~2%. A rung's thread scales its frames
-# and x264's frame threads encode them, so rungs together get ~80%.
-_RUNG_SHARE = 0.80
+# A rung gets frame threads for its full share of the budget (not only the
+# ~70% of the work that is encoding): measured on 2 cores (bench/NOTES.md), a
+# 1080p rung on one thread carries ~43% of all the work and becomes the
+# critical path whenever decode or a queue stalls (1.66 of 2 cores busy);
+# two frame threads keep both cores busy.
+_RUNG_SHARE = 1.0
 # Decode is ~15% of the work: 8 frame threads keep up with budgets up to ~50
 # cores; each more thread adds a frame of delay and a decoder context of memory.
 _DECODER_THREAD_CAP = 8
 _X264_THREAD_MAX = 128  # X264_THREAD_MAX in x264.h
+# Every rung gets at least this many x264 frame threads (on budgets > 1),
+# chosen by measurement, not by cost: on the 2-core bench (bench/NOTES.md) the
+# 480p and 360p rungs, capped by their maxrate on grainy content, came out
+# 0.12 dB PSNR-Y below the ffmpeg CLI's (x264's auto: 3 threads) at equal
+# bytes with 1 thread, and 0.03/0.11 dB below with 2. An idle frame thread
+# only waits; each costs a few frames of memory.
+MIN_X264_THREADS = 3
 
 
 def x264_thread_cap(height: int) -> int:
@@ -568,7 +577,7 @@ def plan_threads(
 
     A rung's cost is its pixel rate (width x height x fps): the 1080p rung of
     the default ladder comes out at ~57%, matching the measured 50-60% share
-    of encode work (FACTS). Each rung gets ``ceil(budget x 80% x its share)``
+    of encode work (FACTS). Each rung gets ``ceil(budget x its share)``
     frame threads (at least 1, at most x264's own cap), so no single rung's
     encoder is slower than the rest of the ladder; the total is then about the
     budget, over it by less than one thread per rung (an idle frame thread
@@ -584,13 +593,14 @@ def plan_threads(
         share = cost / total
         ideal = rung_cores * share
         cap = x264_thread_cap(heights[name])
-        count = max(1, min(cap, math.ceil(ideal - 1e-9)))
+        floor = MIN_X264_THREADS if budget.cores > 1 else 1
+        count = min(cap, max(floor, math.ceil(ideal - 1e-9)))
         encoder_threads[name] = count
         why = f"{share:.0%} of the ladder's pixel rate x {rung_cores:.1f} encode cores = {ideal:.2f}"
         if count == cap and math.ceil(ideal - 1e-9) > cap:
             why += f", capped at x264's limit of {cap} for {heights[name]} rows"
-        elif ideal < 1:
-            why += ", at least 1 (each rung runs in its own thread)"
+        elif ideal < floor:
+            why += f", at least {floor} (x264 at fewer frame threads lost PSNR at capped rates, bench/NOTES.md)"
         else:
             why += ", rounded up so this rung keeps pace"
         encoder_reasons[name] = why
@@ -612,6 +622,7 @@ def plan_threads(
 
 __all__ = [
     "DEFAULT_PRESET",
+    "MIN_X264_THREADS",
     "PLATFORMS",
     "THROUGHPUT_JOB_VCPUS",
     "CpuBudget",
