@@ -654,9 +654,6 @@ def stage_rows(stages: StageCosts, summary: dict[str, dict[str, Any]]) -> list[l
     add("audio (decode+AAC)", stages.audio_cpu_s)
     rows.append(["total", _fmt(total), _fmt(stages.per_frame_ms(stages.measured_cpu_s)), "100%"])
     rows.append([f"T_limit = total / {stages.cores} cores", _fmt(stages.t_limit_s), "", ""])
-    for name, cpu in stages.scale_lavfi_cpu_s.items():
-        if cpu > 0:
-            rows.append([f"(info) scale {name} via lavfi", _fmt(cpu * x), _fmt(stages.per_frame_ms(cpu)), ""])
     for key, s in summary.items():
         rows.append([f"({key}) CPU / stage total", _fmt(s["cpu_over_stage_sum"], ".3f"), "", ""])
     return rows
@@ -859,7 +856,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--no-psnr", action="store_true", help="skip the PSNR measurement")
     p.add_argument("--no-stages", action="store_true", help="skip the one-thread stage measurement (T_limit)")
     p.add_argument("--stages-seconds", type=float, default=None, help="measure stages on the first N s only")
-    p.add_argument("--no-lavfi-scale", action="store_true", help="do not time the lavfi scale graph (information)")
     p.add_argument("--timeout", type=float, default=None, help="seconds before a run is killed")
     p.add_argument("--keep-outputs", action="store_true", help="keep every run's output, not only the last")
     p.add_argument("--smoke", action="store_true", help="3 s 854x480 source, one run each; exit 0 unless a run fails")
@@ -943,7 +939,6 @@ def compare(args: argparse.Namespace, out: Path, ffmpeg: str) -> int:
             settings,
             cores=args.cores,
             max_seconds=args.stages_seconds,
-            lavfi=not args.no_lavfi_scale,
             progress=lambda f: _log(f"  stages {100 * f:.0f}%"),
         )
     quality: dict[str, dict[str, RungQuality]] = {}

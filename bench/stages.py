@@ -25,10 +25,6 @@ thread CPU minus everything timed explicitly. Frames are never cached (a
 minute of 1080p is 5.6 GB): each decoded frame is scaled and encoded at once
 and dropped.
 
-As information (not in T_limit) the pass also times each downscale through a
-lavfi ``scale=W:H:flags=bicubic`` graph with one thread, the CLI's way of
-scaling, so the two scalers can be compared on the same frames.
-
 The small helpers at the end (:func:`decode_frames`, :func:`scale_frames`,
 :func:`encode_frames`) are what the pytest-benchmark benches time.
 """
@@ -88,7 +84,6 @@ class StageCosts:
     audio_cpu_s: float
     scale_cpu_s: dict[str, float]
     encode_cpu_s: dict[str, float]
-    scale_lavfi_cpu_s: dict[str, float] = field(default_factory=dict)
     encoded_bytes: dict[str, int] = field(default_factory=dict)
     pass_wall_s: float = 0.0
     pass_process_cpu_s: float = 0.0  # all threads of this process during the pass
@@ -128,12 +123,10 @@ class StageCosts:
             "audio_cpu_s": round(self.audio_cpu_s * x, 3),
             "scale_cpu_s": {k: round(v * x, 3) for k, v in self.scale_cpu_s.items()},
             "encode_cpu_s": {k: round(v * x, 3) for k, v in self.encode_cpu_s.items()},
-            "scale_lavfi_cpu_s": {k: round(v * x, 3) for k, v in self.scale_lavfi_cpu_s.items()},
             "encoded_bytes_threads1": dict(self.encoded_bytes),
             "per_source_frame_ms": {
                 "decode": round(self.per_frame_ms(self.decode_cpu_s), 3),
                 "scales": round(self.per_frame_ms(sum(self.scale_cpu_s.values())), 3),
-                "scales_lavfi": round(self.per_frame_ms(sum(self.scale_lavfi_cpu_s.values())), 3),
                 "encodes": round(self.per_frame_ms(sum(self.encode_cpu_s.values())), 3),
                 "audio": round(self.per_frame_ms(self.audio_cpu_s), 3),
             },
@@ -164,40 +157,18 @@ def _needs_scale(frame: av.VideoFrame, rung: RungPlan) -> bool:
     return (frame.width, frame.height, frame.format.name) != (rung.width, rung.height, _PIX_FMT)
 
 
-def _lavfi_scaler(template: av.VideoFrame, rung: RungPlan) -> av.filter.Graph:
-    graph = av.filter.Graph()
-    graph.threads = 1
-    src = graph.add_buffer(
-        width=template.width,
-        height=template.height,
-        format=template.format,
-        time_base=template.time_base or Fraction(1, 1000),
-    )
-    scale = graph.add("scale", f"{rung.width}:{rung.height}:flags=bicubic")
-    fmt = graph.add("format", _PIX_FMT)
-    sink = graph.add("buffersink")
-    src.link_to(scale)
-    scale.link_to(fmt)
-    fmt.link_to(sink)
-    graph.configure()
-    return graph
-
-
 class _RungWork:
     """Scale + encode of one rung, timed; the same frame-rate logic as the engine."""
 
-    def __init__(self, rung: RungPlan, *, lavfi: bool) -> None:
+    def __init__(self, rung: RungPlan) -> None:
         self.rung = rung
         self.slots = CfrSlots(rung.fps)
         self.reformatter = VideoReformatter()
         self.encoder = new_encoder(rung, threads=1)
-        self.lavfi = lavfi
-        self.graph: av.filter.Graph | None = None
         self.pending: av.VideoFrame | None = None
         self.frames_out = 0
         self.bytes_out = 0
         self.scale_s = 0.0
-        self.lavfi_s = 0.0
         self.encode_s = 0.0
         self._time_base = Fraction(1) / rung.fps
 
@@ -230,8 +201,6 @@ class _RungWork:
                 threads=1,
             )
             self.scale_s += time.thread_time() - t0
-            if self.lavfi:
-                self._lavfi(source)
         for _ in range(repeat):
             slot = self.frames_out
             frame.pts = slot
@@ -242,14 +211,6 @@ class _RungWork:
             self.encode_s += time.thread_time() - t0
             self.bytes_out += sum(p.size for p in packets)
             self.frames_out += 1
-
-    def _lavfi(self, source: av.VideoFrame) -> None:
-        if self.graph is None:
-            self.graph = _lavfi_scaler(source, self.rung)
-        t0 = time.thread_time()
-        self.graph.vpush(source)
-        self.graph.vpull()
-        self.lavfi_s += time.thread_time() - t0
 
 
 class _AudioWork:
@@ -314,7 +275,6 @@ def measure_stages(
     *,
     cores: int | None = None,
     max_seconds: float | None = None,
-    lavfi: bool = True,
     progress: Callable[[float], None] | None = None,
 ) -> StageCosts:
     """Measure decode, every rung's scale and encode, and audio, on one thread.
@@ -325,7 +285,7 @@ def measure_stages(
     """
     cores = cores or available_cores()
     info = settings.info
-    works = [_RungWork(rung, lavfi=lavfi) for rung in settings.rungs]
+    works = [_RungWork(rung) for rung in settings.rungs]
     audio = (
         _AudioWork(settings.audio.bitrate_kbps, settings.audio.sample_rate)
         if settings.audio is not None and info.audio is not None
@@ -404,7 +364,7 @@ def measure_stages(
     thread_cpu = time.thread_time() - thread0
     process_cpu = time.process_time() - proc0
     wall = time.monotonic() - wall0
-    timed = sum(w.scale_s + w.lavfi_s + w.encode_s for w in works) + (audio.cpu_s if audio else 0.0)
+    timed = sum(w.scale_s + w.encode_s for w in works) + (audio.cpu_s if audio else 0.0)
     media_s = float(end_s) if limit is not None else max(float(end_s), info.duration_s)
     return StageCosts(
         frames=frames,
@@ -415,7 +375,6 @@ def measure_stages(
         audio_cpu_s=audio.cpu_s if audio else 0.0,
         scale_cpu_s={w.rung.name: w.scale_s for w in works},
         encode_cpu_s={w.rung.name: w.encode_s for w in works},
-        scale_lavfi_cpu_s={w.rung.name: w.lavfi_s for w in works} if lavfi else {},
         encoded_bytes={w.rung.name: w.bytes_out for w in works},
         pass_wall_s=wall,
         pass_process_cpu_s=process_cpu,
