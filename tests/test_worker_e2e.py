@@ -336,7 +336,9 @@ def test_a_crashed_child_is_reported_as_crashed_and_retryable(setup: Setup) -> N
 
 def test_the_worker_deadline_stops_the_run(setup: Setup) -> None:
     job_id = setup.job(HEAVY)
-    worker = WorkerProcess.start(job_id, setup.env(WORKER_PRESET="veryfast", WORKER_DEADLINE_S="3"))
+    # "medium" keeps the child encoding well past the 3 s deadline (at "veryfast" a quiet machine can
+    # finish and publish the whole ladder just before it, and a complete ladder is then rightly kept).
+    worker = WorkerProcess.start(job_id, setup.env(WORKER_PRESET="medium", WORKER_DEADLINE_S="3"))
     assert worker.finish() == ExitCode.DEADLINE, worker.text()
     job = setup.get(job_id)
     assert job["failure"]["reason_code"] == "deadline" and job["failure"]["retryable"] is True
