@@ -6,8 +6,9 @@ test proxy (:class:`tests.faultproxy.FaultProxy`) throttled to ``--rate-mbps``
 each way, shared by every connection like one network link. The source is
 stored in the bucket once, directly (not through the proxy).
 
-Overlap mode (the default). Variants, each a child process (wall, CPU from
-``os.wait4``, peak RSS ``ru_maxrss``), in alternation A B C D A B C D ...:
+Overlap mode (the default). Variants, each a child process (CPU from
+``os.wait4``; peak RSS the child's own ``VmHWM``, see :func:`_vm_hwm_bytes`),
+in alternation A B C D A B C D ...:
 
 * A: local→local transcode (the floor: no network at all);
 * B: s3→s3 transcode through the proxy: the source streamed by ranged GETs
@@ -28,10 +29,17 @@ lifetime is reported too. The check, on the medians::
     i.e. hidden = 1 - (wall(B) - wall(A)) / (T_download + T_upload) >= 0.8
 
 and it only means something when the link is slow enough that T_download and
-T_upload are each at least 0.2 x wall(A) (checked too). Without
-``--rate-mbps`` the rate is chosen after one local→local calibration run: the
-largest round rate at which the smaller of the two transfers takes
-``--transfer-share`` (0.25) of that run's wall.
+T_upload are each at least 0.2 x wall(A) (checked too). No engine can end
+before ``floor = max(wall(A), T_download, T_upload)``: the report gives that
+floor, B's distance to it and the best hidden fraction it allows, so a FAIL
+caused by a link too slow for the source (the download alone outlasting the
+transcode) is told apart from one caused by the engine.
+
+Without ``--rate-mbps`` the rate is chosen after one local→local calibration
+run (see :func:`choose_rate`): each transfer at least 0.2 x that run's wall
+and, when the sizes allow, at most 1 x, with equal margins either side. The
+machine's speed must not change much between the calibration and the runs:
+on a shared machine, compare the rounds (the check is also given per round).
 
 Length mode (``--length-mode``): s3→s3 runs of a short (10 s) and a long
 (2 min: the short one repeated, stream copy) source, directly against the
@@ -93,7 +101,6 @@ EXIT_FAILED = 3
 
 GOAL_HIDDEN = 0.8  # fraction of the plain transfer time the s3→s3 run must hide
 MIN_TRANSFER_SHARE = 0.2  # each plain transfer must take at least this share of wall(A)
-DEFAULT_TRANSFER_SHARE = 0.25  # what the automatic rate aims at (headroom over the 0.2 floor)
 GOAL_LENGTH_RSS = 1.10
 SCRATCH_SEGMENTS_PER_RUNG = 3
 SAMPLE_S = 0.1
@@ -803,24 +810,49 @@ VARIANTS = {
 }
 
 
-def choose_rate(wall_a: float, source_bytes: int, ladder_bytes: int, share: float) -> tuple[float, str]:
-    """The largest round rate (Mb/s) at which each transfer takes at least ``share`` x ``wall_a``."""
-    smaller = min(source_bytes, ladder_bytes)
-    limit = smaller * 8 / (share * wall_a) / MB
-    rate: float
-    if limit >= 10:
-        rate = math.floor(limit)
-    elif limit >= 1:
-        rate = math.floor(limit * 10) / 10
+def _round_down(rate: float) -> float:
+    """Two significant digits, rounded down (a slower link keeps each transfer above its floor)."""
+    if rate <= 0:
+        return 0.01
+    step = 10.0 ** (math.floor(math.log10(rate)) - 1)
+    return max(0.01, math.floor(rate / step + 1e-9) * step)
+
+
+def choose_rate(wall_a: float, source_bytes: int, ladder_bytes: int) -> tuple[float, str]:
+    """A rate (Mb/s) at which each transfer takes >= 0.2 x ``wall_a`` and, if possible, <= ``wall_a``.
+
+    The fastest admissible rate makes the smaller transfer take exactly 0.2 x
+    the transcode; the slowest rate at which the larger transfer still fits
+    in the transcode (so that overlapping can hide it at all) is the other
+    end. Between the two, the geometric middle leaves both the same margin
+    against the machine's speed changing between calibration and runs. When
+    the two differ more than 5x (the source is much larger than the ladder,
+    or the other way round) no rate satisfies both: the fastest admissible
+    one is taken, and the check cannot pass whatever the engine does.
+    """
+    small, large = sorted((source_bytes, ladder_bytes))
+    fastest = small * 8 / (MIN_TRANSFER_SHARE * wall_a) / MB  # the smaller transfer takes 0.2 x wall(A)
+    slowest = large * 8 / wall_a / MB  # the larger transfer takes 1 x wall(A)
+    if slowest < fastest:
+        rate = max(_round_down(math.sqrt(slowest * fastest)), slowest)  # rounding never drops below the range
+        margin = math.sqrt(fastest / slowest)
+        how = (
+            f"the geometric middle of {slowest:.3g} Mb/s (the larger transfer takes the whole transcode) and "
+            f"{fastest:.3g} Mb/s (the smaller one takes {MIN_TRANSFER_SHARE:g} x it): {margin:.2f}x margin "
+            "each way for the machine's speed changing"
+        )
     else:
-        rate = max(0.01, math.floor(limit * 100) / 100)
+        rate = _round_down(fastest)
+        how = (
+            f"no rate lets the smaller transfer take >= {MIN_TRANSFER_SHARE:g} x the transcode while the larger one "
+            f"fits in it (the source is {source_bytes / ladder_bytes:.1f}x the ladder): the fastest admissible rate; "
+            "the larger transfer alone outlasts the transcode, so the check cannot pass"
+        )
     t_dl, t_ul = source_bytes * 8 / (rate * MB), ladder_bytes * 8 / (rate * MB)
-    which = "ladder" if ladder_bytes <= source_bytes else "source"
     why = (
         f"local→local took {wall_a:.1f} s; at {rate:g} Mb/s the source ({source_bytes / MB:.1f} MB) needs "
         f">= {t_dl:.1f} s ({t_dl / wall_a:.2f} x) and the ladder ({ladder_bytes / MB:.1f} MB) >= {t_ul:.1f} s "
-        f"({t_ul / wall_a:.2f} x): the largest round rate at which the smaller transfer (the {which}) "
-        f"still takes {share:g} x the transcode (the goal needs >= {MIN_TRANSFER_SHARE:g} x each)"
+        f"({t_ul / wall_a:.2f} x); {how}"
     )
     return rate, why
 
@@ -864,8 +896,18 @@ def _check(summary: dict[str, dict[str, Any]], runs: list[Run]) -> dict[str, Any
         }
         for v in ("a", "b")
     }
+    floor = max(a, t_dl, t_ul)
+    floor_per_round: list[float] = []
+    for index in sorted({r.index for r in runs}):
+        walls = {r.variant: r.wall_s for r in runs if r.index == index}
+        if all(k in walls for k in ("a", "b", "d_download", "d_upload")):
+            floor_per_round.append(walls["b"] - max(walls["a"], walls["d_download"], walls["d_upload"]))
     return {
         "phases": phases,
+        "floor_s": floor,
+        "b_over_floor_s": b - floor,
+        "b_over_floor_per_round_s": floor_per_round,
+        "best_hidden_fraction": 1 - (floor - a) / transfers if transfers > 0 else math.nan,
         "wall_a_s": a,
         "wall_b_s": b,
         "wall_c_s": c,
@@ -951,9 +993,7 @@ def overlap_mode(args: argparse.Namespace, out: Path) -> int:
             if not calibration.ok:
                 return EXIT_FAILED
             shutil.rmtree(ladder_root / "a0", ignore_errors=True)
-            rate, why = choose_rate(
-                calibration.wall_s, source_bytes, int(calibration.details["output_bytes"]), args.transfer_share
-            )
+            rate, why = choose_rate(calibration.wall_s, source_bytes, int(calibration.details["output_bytes"]))
             rate_info = {"mbps": rate, "auto": True, "why": why, "calibration": dataclasses.asdict(calibration)}
         else:
             rate, why = args.rate_mbps, "given with --rate-mbps"
@@ -1051,9 +1091,15 @@ def _overlap_facts(report: dict[str, Any]) -> list[str]:
     facts = [
         f"rate {rate['mbps']:g} Mb/s each way ({'auto' if rate['auto'] else 'given'}); "
         f"source {report['source']['bytes'] / MB:.1f} MB, ladder {_fmt(report['ladder_bytes'] / MB, '.1f')} MB",
-        f"C (sequential) = {_fmt(check['wall_c_s'])} s; B is {_fmt(check['speedup_b_over_c'])}x faster than C; "
+        f"C (sequential) = {_fmt(check['wall_c_s'])} s; speedup of B over C = wall(C) / wall(B) = "
+        f"{_fmt(check['speedup_b_over_c'])}; "
         f"B / A = {_fmt(check['b_over_a'], '.3f')}",
         "hidden fraction per round: " + ", ".join(_fmt(h, ".3f") for h in check["hidden_fraction_per_round"]),
+        f"floor = max(wall(A), T_download, T_upload) = {_fmt(check['floor_s'])} s: no engine ends sooner, so the "
+        f"best hidden fraction here is {_fmt(check['best_hidden_fraction'], '.3f')}; B is "
+        f"{_fmt(check['b_over_floor_s'], '+.1f')} s from it (per round: "
+        + ", ".join(_fmt(x, "+.1f") for x in check["b_over_floor_per_round_s"])
+        + " s)",
     ]
     pa, pb = check["phases"]["a"], check["phases"]["b"]
     facts.append(
@@ -1273,12 +1319,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--fps", type=int, default=30, help="generated sample frame rate")
     p.add_argument("--runs", type=int, default=None, help="runs per variant (default 3; 1 with --smoke/--length-mode)")
     p.add_argument("--rate-mbps", type=float, default=None, help="proxy rate each way (default: chosen automatically)")
-    p.add_argument(
-        "--transfer-share",
-        type=float,
-        default=DEFAULT_TRANSFER_SHARE,
-        help="automatic rate: the smaller transfer takes this share of the local transcode (>= 0.2)",
-    )
     p.add_argument("--preset", choices=X264_PRESETS, default=None, help="x264 preset (default veryfast)")
     p.add_argument("--out", type=Path, default=None, help="output directory (default bench/results/transfer-<time>)")
     p.add_argument("--cache", type=Path, default=Path("bench/results/sources"), help="where generated sources live")
@@ -1304,8 +1344,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--runs must be at least 1")
     if args.rate_mbps is not None and args.rate_mbps <= 0:
         p.error("--rate-mbps must be positive")
-    if args.transfer_share < MIN_TRANSFER_SHARE:
-        p.error(f"--transfer-share must be at least {MIN_TRANSFER_SHARE}")
     if not 0 < args.short_seconds < args.long_seconds:
         p.error("need 0 < --short-seconds < --long-seconds")
     if args.source is not None and not args.source.is_file():

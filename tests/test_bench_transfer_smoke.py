@@ -52,6 +52,8 @@ def test_transfer_smoke(tmp_path: Path) -> None:
     assert check["hidden_fraction"] == pytest.approx(
         1 - (check["wall_b_s"] - check["wall_a_s"]) / (check["t_download_s"] + check["t_upload_s"])
     )
+    assert check["floor_s"] == max(check["wall_a_s"], check["t_download_s"], check["t_upload_s"])
+    assert check["b_over_floor_s"] == pytest.approx(check["wall_b_s"] - check["floor_s"])
     assert {g["name"] for g in report["goals"]} == {"transfer share", "overlap"}
     assert all(g["status"] in {"PASS", "FAIL"} for g in report["goals"])
 
@@ -65,3 +67,32 @@ def test_transfer_smoke(tmp_path: Path) -> None:
     assert runs["c"]["peak_scratch_bytes"] >= b["source_bytes"]
     assert runs["c"]["details"]["master_stored"]
     assert runs["d_upload"]["details"]["output_files"] == runs["a"]["details"]["output_files"]
+
+
+MB = 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("wall_a", "source_bytes", "ladder_bytes"),
+    [(100.0, 170_000_000, 40_000_000), (30.0, 54_000_000, 13_000_000), (60.0, 20_000_000, 25_000_000)],
+)
+def test_choose_rate_keeps_each_transfer_between_a_fifth_and_all_of_the_transcode(
+    wall_a: float, source_bytes: int, ladder_bytes: int
+) -> None:
+    from bench.transfer import MIN_TRANSFER_SHARE, choose_rate
+
+    rate, why = choose_rate(wall_a, source_bytes, ladder_bytes)
+    seconds = [size * 8 / (rate * MB) for size in (source_bytes, ladder_bytes)]
+    assert min(seconds) >= MIN_TRANSFER_SHARE * wall_a
+    assert max(seconds) <= wall_a
+    assert "geometric middle" in why
+
+
+def test_choose_rate_says_when_no_rate_can_pass() -> None:
+    from bench.transfer import MIN_TRANSFER_SHARE, choose_rate
+
+    # The source is 10x the ladder: a link slow enough for the ladder's upload to take a fifth of the
+    # transcode makes the source's download take twice the transcode.
+    rate, why = choose_rate(100.0, 200_000_000, 20_000_000)
+    assert 20_000_000 * 8 / (rate * MB) >= MIN_TRANSFER_SHARE * 100.0
+    assert "cannot pass" in why
