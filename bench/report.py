@@ -10,11 +10,15 @@ Variants, run as child processes in alternation (a b c a b c ...):
   for audio, all started at once.
 
 Per run: wall (``time.monotonic`` around the children), CPU (the children's
-``ru_utime + ru_stime`` from ``os.wait4``), peak RSS (``ru_maxrss``; for (c)
-the sum of the live children's RSS sampled every 50 ms, because its processes
-run side by side). Reported: median wall and CPU over the runs, the largest
-peak RSS, realtime factor, ratio to (b), efficiency = T_limit / wall (see
-:mod:`bench.stages`), and per rung the bytes and Y-PSNR against the source
+``ru_utime + ru_stime`` from ``os.wait4``), peak RSS (each child's own
+``VmHWM``, read every 50 ms while it runs; for (c) the sum of the live
+children's RSS sampled as often, because its processes run side by side).
+Not ``ru_maxrss``: Linux starts a child's ``ru_maxrss`` at its parent's RSS
+high-water mark (the mm the child was forked or vforked from), so a bench
+process grown by its PSNR work would inflate every variant alike.
+Reported: median wall and CPU over the runs, the largest peak RSS, realtime
+factor, ratio to (b), efficiency = T_limit / wall (see :mod:`bench.stages`),
+and per rung the bytes and Y-PSNR against the source
 (see :mod:`bench.quality`) of the last run. The GOAL lines are the targets
 of a 2-core machine.
 
@@ -100,8 +104,8 @@ class ProcessRun:
 
     wall_s: float
     cpu_s: float
-    peak_rss_bytes: int  # one process: its ru_maxrss; several: the sampled peak of their sum
-    sum_of_peaks_bytes: int  # the sum of every child's ru_maxrss (upper bound when they overlap)
+    peak_rss_bytes: int  # one process: its VmHWM; several: the sampled peak of their sum
+    sum_of_peaks_bytes: int  # the sum of every child's VmHWM (upper bound when they overlap)
     exit_codes: list[int]
     timed_out: bool = False
 
@@ -125,6 +129,7 @@ def run_measured(
     """
     log_stem.parent.mkdir(parents=True, exist_ok=True)
     ends: dict[int, tuple[float, int, float, int]] = {}  # pid -> (end, status, cpu, maxrss bytes)
+    hwm: dict[int, int] = {}  # pid -> the child's VmHWM as last read (it only grows)
     lock = threading.Lock()
 
     def reap(pid: int) -> None:
@@ -164,6 +169,9 @@ def run_measured(
             waiters.append(waiter)
         deadline = None if timeout_s is None else start + timeout_s
         while any(w.is_alive() for w in waiters):
+            for p in procs:
+                if (mark := _vm_hwm_bytes(p.pid)) is not None:
+                    hwm[p.pid] = max(hwm.get(p.pid, 0), mark)
             if len(procs) > 1:
                 peak_sum = max(peak_sum, _live_rss(procs, ends, lock))
             if deadline is not None and time.monotonic() > deadline:
@@ -185,7 +193,8 @@ def run_measured(
         p.returncode = os.waitstatus_to_exitcode(status)  # reaped by os.wait4: tell Popen
         codes.append(p.returncode)
     cpu = sum(e[2] for e in ends.values())
-    peaks = [e[3] for e in ends.values()]
+    # A child too short-lived to be sampled keeps its ru_maxrss (an upper bound, see the module docstring).
+    peaks = [hwm.get(pid, e[3]) for pid, e in ends.items()]
     end = max(e[0] for e in ends.values())
     return ProcessRun(
         wall_s=end - start,
@@ -195,6 +204,18 @@ def run_measured(
         exit_codes=codes,
         timed_out=timed_out,
     )
+
+
+def _vm_hwm_bytes(pid: int) -> int | None:
+    """``VmHWM`` of a running process (its own peak RSS since exec); None once it has exited."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None  # a zombie: its memory is gone, the last reading stands
 
 
 def _live_rss(procs: list[subprocess.Popen[bytes]], ends: dict[int, Any], lock: threading.Lock) -> int:

@@ -38,6 +38,8 @@ from av.audio.stream import AudioStream
 from av.container import OutputContainer
 from av.video.stream import VideoStream
 
+from transcoder.config import X264_PRESETS
+
 U8 = npt.NDArray[np.uint8]
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -53,17 +55,6 @@ GRAIN_BANK: Final = 8  # grain fields, each cropped at a random offset per frame
 CHROMA_GRAIN: Final = 0.3  # chroma grain std-dev relative to luma
 GRAIN_PAD: Final = 32
 GRAIN_SMOOTHING: Final = 2  # passes of a [1 2 1] blur over the white grain noise
-X264_PRESETS: Final = (
-    "ultrafast",
-    "superfast",
-    "veryfast",
-    "faster",
-    "fast",
-    "medium",
-    "slow",
-    "slower",
-    "veryslow",
-)
 
 # Seeds of the independent random streams, so changing one part of the clip
 # (say the audio) leaves the others identical for the same ``seed``.

@@ -277,6 +277,8 @@ def test_two_vcpu_job_on_a_64_core_graviton() -> None:
         for line in lines
     )
     assert any("throughput mode: ~32 job(s)" in line for line in lines)
+    assert not plan.x264_lookahead_thread
+    assert any(line.startswith("lookahead: sync-lookahead=0: 0.50 core(s) per rung") for line in lines)
 
 
 def test_every_number_in_describe_has_a_reason() -> None:

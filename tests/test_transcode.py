@@ -43,6 +43,8 @@ from transcoder import (
     TranscodeResult,
 )
 from transcoder.bitstream import avc_codecs_tag, mp4_top_level_boxes
+from transcoder.encode import codec_options
+from transcoder.profiles import CpuBudget, plan_threads
 
 pytestmark = pytest.mark.slow
 
@@ -908,3 +910,57 @@ def test_rungs_at_different_frame_rates_share_segment_timestamps(variant: Callab
     first, *others = starts.values()
     for times in others:
         assert times == pytest.approx(first, abs=0.001), starts
+
+
+# ----------------------------------------------------------------------------- x264 threading as encoded
+
+
+def x264_settings(segment: bytes) -> dict[str, str]:
+    """The settings x264 wrote into its SEI ("x264 - core ... - options: a=1 b=2 ...") in the first packet."""
+    packet = ts_packets(segment, "video")[0].data
+    start = packet.index(b"x264 - core")
+    text = packet[start : packet.index(b"\x00", start)].decode("ascii", "replace")
+    options = text.split(" - options: ", 1)[1]
+    return dict(item.split("=", 1) for item in options.split() if "=" in item)
+
+
+@pytest.mark.parametrize("budget", [1, 2, 8])
+def test_x264_runs_the_planned_frame_threads(clip: ClipFactory, tmp_path: Path, budget: int) -> None:
+    done = run(clip(seconds=1.0), tmp_path / "out", threads=budget)
+    plan = plan_threads(done.result.ladder, CpuBudget(cores=budget, source="override"))
+    for rendition in done.videos:
+        settings = x264_settings(done.segment_paths(rendition.name)[0].read_bytes())
+        assert settings["threads"] == str(plan.encoder_threads[rendition.name]), rendition.name
+        assert settings["sliced_threads"] == "0", rendition.name
+
+
+def frames_before_first_packet(options: dict[str, str], threads: int) -> int:
+    context = av.CodecContext.create("libx264", "w")
+    assert isinstance(context, av.VideoCodecContext)
+    context.width, context.height, context.pix_fmt = 320, 180, "yuv420p"
+    context.time_base = Fraction(1, 30)
+    context.framerate = Fraction(30)
+    context.thread_type = "FRAME"
+    context.thread_count = threads
+    context.options = options
+    picture = av.VideoFrame(320, 180, "yuv420p")
+    for index in range(200):
+        picture.pts = index
+        if context.encode(picture):
+            return index
+    raise AssertionError("no packet after 200 frames")
+
+
+def test_lookahead_thread_follows_the_budget(main: Run) -> None:
+    ladder = main.result.ladder
+    rung_ = ladder.rungs[0]
+    # 3 rungs: below one core per rung x264's own lookahead thread adds nothing but delay and memory.
+    assert plan_threads(ladder, CpuBudget(cores=2, source="override")).x264_lookahead_thread is False
+    assert plan_threads(ladder, CpuBudget(cores=8, source="override")).x264_lookahead_thread is True
+
+    def delay(threaded: bool) -> int:
+        options = codec_options(rung_, gop_frames=30, preset="veryfast", crf=23, lookahead_thread=threaded)
+        return frames_before_first_packet(options, threads=3)
+
+    # x264 holds sync-lookahead (bframes + 1 = 4 at veryfast) more frames when its lookahead has a thread.
+    assert delay(True) - delay(False) == 4

@@ -40,6 +40,18 @@ def x264_options(rung: Rung, *, gop_frames: int, preset: str, crf: int) -> dict[
     }
 
 
+def codec_options(rung: Rung, *, gop_frames: int, preset: str, crf: int, lookahead_thread: bool) -> dict[str, str]:
+    """:func:`x264_options` plus the threading choices of the plan that are x264 parameters.
+
+    ``lookahead_thread=False`` adds ``sync-lookahead=0`` (ThreadPlan.x264_lookahead_thread):
+    a threading choice like the frame-thread count, not a coding one.
+    """
+    options = x264_options(rung, gop_frames=gop_frames, preset=preset, crf=crf)
+    if not lookahead_thread:
+        options["x264-params"] += ":sync-lookahead=0"
+    return options
+
+
 class CfrSlots:
     """Maps source frame times to the output slots of a constant frame rate.
 
@@ -88,6 +100,7 @@ class RungEncoder:
         crf: int,
         threads: int,
         interpolation: str,
+        lookahead_thread: bool = True,
         forward: Callable[[av.VideoFrame, Fraction], None] | None = None,
     ) -> None:
         self.rung = rung
@@ -111,7 +124,9 @@ class RungEncoder:
         cc.thread_type = "FRAME"
         cc.thread_count = threads
         cc.bit_rate = rung.bitrate_kbps * 1000
-        cc.options = x264_options(rung, gop_frames=self.gop_frames, preset=preset, crf=crf)
+        cc.options = codec_options(
+            rung, gop_frames=self.gop_frames, preset=preset, crf=crf, lookahead_thread=lookahead_thread
+        )
         self.stream = stream
         self._time_base = cc.time_base
 

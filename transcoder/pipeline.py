@@ -132,9 +132,7 @@ def run_ladder(
         sink.retract(MASTER)  # a stale master must never point into a half-rewritten ladder
         encoders = []
         rung_queues: list[queue.Queue[Any]] = [queue.Queue(maxsize=config.queue_depth) for _ in ladder.rungs]
-        parents = (
-            scaling_parents(ladder, _decoded_size(info)) if config.encoder.cascade else [None] * len(ladder.rungs)
-        )
+        parents = scaling_parents(ladder, _decoded_size(info)) if config.encoder.cascade else [None] * len(ladder.rungs)
         children: list[list[queue.Queue[Any]]] = [[] for _ in ladder.rungs]
         for index, parent in enumerate(parents):
             if parent is not None:
@@ -167,6 +165,7 @@ def run_ladder(
                     crf=config.encoder.crf,
                     threads=threads.encoder_threads.get(rung.name, 1),
                     interpolation=config.encoder.scaler,
+                    lookahead_thread=threads.x264_lookahead_thread,
                     forward=forwarder(children[index]),
                 )
             )

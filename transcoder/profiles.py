@@ -518,6 +518,15 @@ _X264_THREAD_MAX = 128  # X264_THREAD_MAX in x264.h
 # bytes with 1 thread, and 0.03/0.11 dB below with 2. An idle frame thread
 # only waits; each costs a few frames of memory.
 MIN_X264_THREADS = 3
+# x264's threaded lookahead (sync-lookahead, by default bframes + 1 frames
+# ahead in a thread of its own per encoder) overlaps the slice-type analysis
+# with encoding inside one rung. Rungs already run side by side, so while the
+# budget is no more than one core per rung that thread adds no parallelism:
+# it holds bframes + 1 more frames per rung. Measured on 2 cores
+# (bench/NOTES.md): peak RSS of the default 1080p ladder 578 -> 528 MiB, CPU
+# within the noise, bytes the same. The lookahead thread's decisions also
+# depend on timing; without it a lone 1080p encode repeated bit for bit.
+_LOOKAHEAD_THREAD_MIN_CORES_PER_RUNG = 1.0
 
 
 def x264_thread_cap(height: int) -> int:
@@ -544,6 +553,8 @@ class ThreadPlan:
     scaler_threads: int = 1  # one swscale thread per rung: rungs scale in parallel
     decoder_reason: str = ""
     encoder_reasons: dict[str, str] = field(default_factory=dict)
+    x264_lookahead_thread: bool = True  # False: sync-lookahead=0, the lookahead runs in the encoding thread
+    lookahead_reason: str = ""
     profile: PlatformProfile | None = None
 
     def describe(self) -> list[str]:
@@ -558,6 +569,9 @@ class ThreadPlan:
         for name, count in self.encoder_threads.items():
             reason = self.encoder_reasons.get(name)
             lines.append(f"x264 {name}: {count} frame thread(s)" + (f": {reason}" if reason else ""))
+        lookahead = "a thread per rung (x264's default)" if self.x264_lookahead_thread else "sync-lookahead=0"
+        lookahead = f"lookahead: {lookahead}"
+        lines.append(lookahead + (f": {self.lookahead_reason}" if self.lookahead_reason else ""))
         total = sum(self.encoder_threads.values())
         lines.append(
             f"x264 total: {total} frame thread(s) for a budget of {self.budget.cores}; "
@@ -604,6 +618,15 @@ def plan_threads(
         else:
             why += ", rounded up so this rung keeps pace"
         encoder_reasons[name] = why
+    per_rung = budget.cores / max(1, len(costs))
+    lookahead_thread = per_rung > _LOOKAHEAD_THREAD_MIN_CORES_PER_RUNG
+    if lookahead_thread:
+        lookahead_reason = f"{per_rung:.2f} cores per rung: the lookahead thread lets a rung use more than one"
+    else:
+        lookahead_reason = (
+            f"{per_rung:.2f} core(s) per rung: the rungs already fill the budget, so a lookahead thread per rung "
+            "would add hand-offs and bframes + 1 frames of memory, not speed (bench/NOTES.md)"
+        )
     decoder_threads = max(1, min(budget.cores, _DECODER_THREAD_CAP))
     decoder_reason = (
         f"min(budget {budget.cores}, {_DECODER_THREAD_CAP}); frame-threaded (PyAV's default SLICE runs ordinary "
@@ -616,6 +639,8 @@ def plan_threads(
         encoder_threads=encoder_threads,
         decoder_reason=decoder_reason,
         encoder_reasons=encoder_reasons,
+        x264_lookahead_thread=lookahead_thread,
+        lookahead_reason=lookahead_reason,
         profile=build_profile(budget, cpu=cpu, preset=preset),
     )
 
