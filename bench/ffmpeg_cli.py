@@ -195,6 +195,11 @@ def _input_args(exe: str, settings: LadderSettings) -> list[str]:
     return [*args, "-i", str(settings.source)]
 
 
+def _hls_rendition_output(directory: Path, segment_format: str) -> list[str]:
+    """Segment file pattern and media playlist of a one-rendition HLS output in ``directory``."""
+    return ["-hls_segment_filename", str(directory / _segment_name(segment_format)), str(directory / "index.m3u8")]
+
+
 def _hls_args(segment_s: float, segment_format: str) -> list[str]:
     return [
         "-f",
@@ -270,21 +275,13 @@ def per_rung_commands(
         cmd = _input_args(exe, settings)
         cmd += ["-map", "0:v:0", "-vf", chain, "-an", "-c:v", "libx264", *_x264_args(rung, None)]
         cmd += _hls_args(rung.segment_s, segment_format)
-        cmd += [
-            "-hls_segment_filename",
-            str(out_dir / rung.name / _segment_name(segment_format)),
-            str(out_dir / rung.name / "index.m3u8"),
-        ]
+        cmd += _hls_rendition_output(out_dir / rung.name, segment_format)
         commands.append(cmd)
     if settings.audio is not None:
         plan = settings.audio
         cmd = _input_args(exe, settings)
         cmd += ["-map", "0:a:0", "-vn", *_audio_args(plan)]
         cmd += _hls_args(settings.segment_s, segment_format)
-        cmd += [
-            "-hls_segment_filename",
-            str(out_dir / plan.name / _segment_name(segment_format)),
-            str(out_dir / plan.name / "index.m3u8"),
-        ]
+        cmd += _hls_rendition_output(out_dir / plan.name, segment_format)
         commands.append(cmd)
     return commands

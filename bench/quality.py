@@ -44,6 +44,7 @@ from av.video.reformatter import Interpolation, VideoReformatter
 from av.video.stream import VideoStream
 
 from .ffmpeg_cli import LadderSettings, RungPlan
+from .stages import pre_filter_graph
 
 __all__ = [
     "DEFAULT_EVERY",
@@ -198,18 +199,7 @@ def _source_frames(settings: LadderSettings) -> Iterator[av.VideoFrame]:
         stream = container.streams[settings.info.video.index]
         assert isinstance(stream, VideoStream)
         stream.thread_type = "AUTO"
-        graph: av.filter.Graph | None = None
-        if settings.pre_filters:
-            graph = av.filter.Graph()
-            node = graph.add_buffer(template=stream)
-            for spec in settings.pre_filters:
-                name, _, args = spec.partition("=")
-                nxt = graph.add(name, args or None)
-                node.link_to(nxt)
-                node = nxt
-            sink = graph.add("buffersink")
-            node.link_to(sink)
-            graph.configure()
+        graph = pre_filter_graph(stream, settings.pre_filters)
         for frame in container.decode(stream):
             assert isinstance(frame, av.VideoFrame)
             if graph is None:

@@ -69,6 +69,7 @@ from .ffmpeg_cli import (
     one_process_command,
     per_rung_commands,
 )
+from .procfs import vm_hwm_bytes
 from .quality import DEFAULT_EVERY, RungQuality, measure_quality, playlist_bytes, x264_settings
 from .sources import SampleSpec, make_sample
 from .stages import StageCosts, available_cores, measure_stages
@@ -170,7 +171,7 @@ def run_measured(
         deadline = None if timeout_s is None else start + timeout_s
         while any(w.is_alive() for w in waiters):
             for p in procs:
-                if (mark := _vm_hwm_bytes(p.pid)) is not None:
+                if (mark := vm_hwm_bytes(p.pid)) is not None:
                     hwm[p.pid] = max(hwm.get(p.pid, 0), mark)
             if len(procs) > 1:
                 peak_sum = max(peak_sum, _live_rss(procs, ends, lock))
@@ -204,18 +205,6 @@ def run_measured(
         exit_codes=codes,
         timed_out=timed_out,
     )
-
-
-def _vm_hwm_bytes(pid: int) -> int | None:
-    """``VmHWM`` of a running process (its own peak RSS since exec); None once it has exited."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None  # a zombie: its memory is gone, the last reading stands
 
 
 def _live_rss(procs: list[subprocess.Popen[bytes]], ends: dict[int, Any], lock: threading.Lock) -> int:

@@ -244,11 +244,13 @@ class _AudioWork:
         self.cpu_s += time.thread_time() - t0
 
 
-def _pre_filter_graph(stream: Any, filters: tuple[str, ...]) -> av.filter.Graph | None:
+def pre_filter_graph(stream: Any, filters: tuple[str, ...], *, threads: int | None = None) -> av.filter.Graph | None:
+    """A configured ``buffer -> filters... -> buffersink`` graph for ``stream``; None without filters."""
     if not filters:
         return None
     graph = av.filter.Graph()
-    graph.threads = 1
+    if threads is not None:
+        graph.threads = threads
     node = graph.add_buffer(template=stream)
     for spec in filters:
         name, _, args = spec.partition("=")
@@ -325,7 +327,7 @@ def measure_stages(
             astream = container.streams[info.audio.index]
             astream.codec_context.thread_count = 1
             streams.append(astream)
-        graph = _pre_filter_graph(vstream, settings.pre_filters)
+        graph = pre_filter_graph(vstream, settings.pre_filters, threads=1)
         going = True
         for packet in container.demux(*streams):
             if packet.stream is vstream:

@@ -7,7 +7,7 @@ each way, shared by every connection like one network link. The source is
 stored in the bucket once, directly (not through the proxy).
 
 Overlap mode (the default). Variants, each a child process (CPU from
-``os.wait4``; peak RSS the child's own ``VmHWM``, see :func:`_vm_hwm_bytes`),
+``os.wait4``; peak RSS the child's own ``VmHWM``, see :func:`bench.procfs.vm_hwm_bytes`),
 in alternation A B C D A B C D ...:
 
 * A: local→local transcode (the floor: no network at all);
@@ -90,6 +90,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol, cast
 
 import psutil
+
+from .procfs import vm_hwm_bytes
 
 if TYPE_CHECKING:
     from tests.faultproxy import FaultProxy
@@ -342,7 +344,7 @@ def child_main(argv: Sequence[str]) -> int:
     except Exception:
         traceback.print_exc()
         return 1
-    result["vm_hwm_bytes"] = _vm_hwm_bytes()
+    result["vm_hwm_bytes"] = vm_hwm_bytes()
     result["io"] = _io_counters()
     Path(spec["result"]).write_text(json.dumps(result))
     return 0
@@ -362,23 +364,6 @@ def _io_counters() -> dict[str, int]:
     return counters
 
 
-def _vm_hwm_bytes() -> int | None:
-    """This process's peak RSS (``VmHWM``), counted from its own exec only.
-
-    Not ``ru_maxrss``: Linux carries the parent's RSS high-water mark at the
-    fork into the child's ``ru_maxrss`` (at exec), so a child of a large
-    parent (this bench holds the proxy's buffers and made the source) would
-    report at least the parent's size.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 # =========================================================================== measuring a child
 
 
@@ -393,7 +378,7 @@ class Run:
     timed_out: bool
     process_wall_s: float  # spawn to exit
     cpu_s: float  # ru_utime + ru_stime
-    peak_rss_bytes: int  # the child's own VmHWM at its end (else the sampled peak): see _vm_hwm_bytes
+    peak_rss_bytes: int  # the child's own VmHWM at its end (else the sampled peak): see vm_hwm_bytes
     ru_maxrss_bytes: int  # as os.wait4 reports it: includes the parent's RSS at the fork
     sampled_rss_bytes: int  # the largest RSS seen by the 100 ms sampler
     peak_scratch_bytes: int  # TMPDIR + working directory + files open for writing elsewhere, sampled
