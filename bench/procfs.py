@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -20,3 +21,30 @@ def vm_hwm_bytes(pid: int | str = "self") -> int | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def thread_cpu_s(pid: int | str = "self") -> dict[int, tuple[str, float]]:
+    """CPU seconds (user + system) of each live thread of ``pid``: tid -> (name, seconds).
+
+    Threads that already exited are not listed (their time is in the
+    process's total only); an unreadable process gives an empty dict.
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    threads: dict[int, tuple[str, float]] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return threads
+    for tid in tids:
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text(errors="replace")
+        except OSError:
+            continue  # exited meanwhile
+        # The name is in parentheses and may itself contain spaces or ')'.
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        try:
+            threads[int(tid)] = (name, (int(fields[11]) + int(fields[12])) / ticks)
+        except (IndexError, ValueError):
+            continue
+    return threads

@@ -42,6 +42,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import signal
 import statistics
@@ -49,7 +50,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -69,7 +70,7 @@ from .ffmpeg_cli import (
     one_process_command,
     per_rung_commands,
 )
-from .procfs import vm_hwm_bytes
+from .procfs import thread_cpu_s, vm_hwm_bytes
 from .quality import DEFAULT_EVERY, RungQuality, measure_quality, playlist_bytes, x264_settings
 from .sources import SampleSpec, make_sample
 from .stages import StageCosts, available_cores, measure_stages
@@ -91,6 +92,7 @@ GOAL_BYTES_RATIO = 1.02
 GOAL_LENGTH_RSS_SPREAD = 1.10
 GOAL_CORES = 2
 _RSS_SAMPLE_S = 0.05
+_THREAD_SAMPLE_EVERY = 10  # read every thread's CPU each 0.5 s: ~40 files a read, kept cheap
 _BUSY_SHARE = 0.10  # other processes' CPU share above which wall numbers are flagged
 _X264_THREAD_KEYS = ("threads", "lookahead_threads", "sliced_threads")
 MiB = 2**20
@@ -109,6 +111,9 @@ class ProcessRun:
     sum_of_peaks_bytes: int  # the sum of every child's VmHWM (upper bound when they overlap)
     exit_codes: list[int]
     timed_out: bool = False
+    # CPU seconds by thread name over all children (see thread_groups); what
+    # exited between two samples is in cpu_s only.
+    thread_cpu_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -131,6 +136,7 @@ def run_measured(
     log_stem.parent.mkdir(parents=True, exist_ok=True)
     ends: dict[int, tuple[float, int, float, int]] = {}  # pid -> (end, status, cpu, maxrss bytes)
     hwm: dict[int, int] = {}  # pid -> the child's VmHWM as last read (it only grows)
+    threads: dict[tuple[int, int], tuple[str, float]] = {}  # (pid, tid) -> (name, CPU s) as last read
     lock = threading.Lock()
 
     def reap(pid: int) -> None:
@@ -169,10 +175,14 @@ def run_measured(
             waiter.start()
             waiters.append(waiter)
         deadline = None if timeout_s is None else start + timeout_s
+        samples = 0
         while any(w.is_alive() for w in waiters):
             for p in procs:
                 if (mark := vm_hwm_bytes(p.pid)) is not None:
                     hwm[p.pid] = max(hwm.get(p.pid, 0), mark)
+                if samples % _THREAD_SAMPLE_EVERY == 0:
+                    threads.update(((p.pid, tid), seen) for tid, seen in thread_cpu_s(p.pid).items())
+            samples += 1
             if len(procs) > 1:
                 peak_sum = max(peak_sum, _live_rss(procs, ends, lock))
             if deadline is not None and time.monotonic() > deadline:
@@ -204,7 +214,34 @@ def run_measured(
         sum_of_peaks_bytes=sum(peaks),
         exit_codes=codes,
         timed_out=timed_out,
+        thread_cpu_s=thread_groups(threads.values()),
     )
+
+
+THREAD_NOTE = (
+    "CPU seconds (median of the runs) by OS thread name, read from /proc every 0.5 s. A thread takes its "
+    "creator's name, so x264's and swscale's threads count under the thread that opened them: the engine's "
+    "`rung-<name>` (scale + x264 + segmenting of one rung), the CLI's `fc0` (its filter graph thread, which "
+    "opens the encoders: every rung's scale + x264 together). `av:h264:df*` are libavcodec's frame-decoding "
+    "threads. `other` includes threads that exited between two reads."
+)
+# libavcodec names its worker threads av:<codec>:<kind><n> (df: frame threads).
+_WORKER_INDEX = re.compile(r"^(av:[^:]*:[a-z]+)\d+$")
+
+
+def thread_groups(threads: Iterable[tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds summed by thread name, numbered libavcodec workers counted together.
+
+    Linux gives a new thread its creator's name, so threads that an FFmpeg
+    context starts (x264's frame threads, swscale's) count under the thread
+    that opened it: the engine's ``rung-720p``, the CLI's ``fc0`` (its
+    filter-graph thread opens the encoders).
+    """
+    groups: dict[str, float] = {}
+    for name, cpu_s in threads:
+        key = _WORKER_INDEX.sub(r"\1*", name)
+        groups[key] = groups.get(key, 0.0) + cpu_s
+    return dict(sorted(groups.items(), key=lambda item: -item[1]))
 
 
 def _live_rss(procs: list[subprocess.Popen[bytes]], ends: dict[int, Any], lock: threading.Lock) -> int:
@@ -408,6 +445,18 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b and not math.isnan(b) and not math.isnan(a) else math.nan
 
 
+def _median_threads(runs: list[ProcessRun]) -> dict[str, float]:
+    """Per thread name, the median of its CPU seconds over ``runs``; the rest (threads
+    that exited between samples) as ``(not sampled)``."""
+    names = {name for run in runs for name in run.thread_cpu_s}
+    groups = {name: _median([run.thread_cpu_s.get(name, 0.0) for run in runs]) for name in names}
+    rest = _median([run.cpu_s - sum(run.thread_cpu_s.values()) for run in runs])
+    ordered = dict(sorted(groups.items(), key=lambda item: -item[1]))
+    if runs:
+        ordered["(not sampled)"] = max(0.0, rest)
+    return ordered
+
+
 def summarize(
     variants: list[Variant],
     records: list[RunRecord],
@@ -447,6 +496,7 @@ def summarize(
             "efficiency": _ratio(stages.t_limit_s, wall) if stages else math.nan,
             "cpu_over_stage_sum": _ratio(cpu, stages.total_cpu_s) if stages else math.nan,
             "audio_bytes": last.audio_bytes if last else 0,
+            "thread_cpu_s": _median_threads([r.run for r in good]),
             "rungs": rungs,
             "runs": [
                 {
@@ -462,6 +512,7 @@ def summarize(
                     "others_cpu_share": _ratio(r.others_cpu_s, r.run.wall_s * available_cores()),
                     "rung_bytes": r.rung_bytes,
                     "audio_bytes": r.audio_bytes,
+                    "thread_cpu_s": r.run.thread_cpu_s,
                     "engine_self_report": r.engine_self,
                 }
                 for r in mine
@@ -647,6 +698,23 @@ def rung_rows(summary: dict[str, dict[str, Any]], settings: LadderSettings) -> l
     return rows
 
 
+def thread_lines(summary: dict[str, dict[str, Any]], *, top: int = 8) -> list[str]:
+    """Per variant, where its CPU went by thread name (medians over its runs)."""
+    lines = []
+    for key, s in summary.items():
+        groups: dict[str, float] = s.get("thread_cpu_s") or {}
+        total = sum(groups.values())
+        if not total:
+            continue
+        named = [(name, cpu) for name, cpu in groups.items() if name != "(not sampled)"]
+        shown = named[:top]
+        rest = sum(cpu for _, cpu in named[top:]) + groups.get("(not sampled)", 0.0)
+        parts = [f"{name} {cpu:.1f} ({100 * cpu / total:.0f}%)" for name, cpu in shown]
+        parts.append(f"other {rest:.1f} ({100 * rest / total:.0f}%)")
+        lines.append(f"({key}) " + ", ".join(parts))
+    return lines
+
+
 def stage_rows(stages: StageCosts, summary: dict[str, dict[str, Any]]) -> list[list[str]]:
     x = stages.extrapolation
     total = stages.total_cpu_s
@@ -685,6 +753,8 @@ def render_text(report: dict[str, Any], settings: LadderSettings, stages: StageC
     ]
     if stages is not None:
         parts += ["", _table(stage_rows(stages, summary))]
+    if threads := thread_lines(summary):
+        parts += ["", "CPU s by thread name (median; x264 threads count under the thread that opened x264):", *threads]
     if report["x264_mismatches"]:
         parts += ["", "WARNING x264 settings differ (threads aside):", *report["x264_mismatches"]]
     parts += ["", "load (1 min) before each run (other processes' share of the CPU during it): " + _loads(summary)]
@@ -727,6 +797,8 @@ def render_markdown(
     ]
     if stages is not None:
         md += ["", "## Stages (T_limit)", "", _markdown(stage_rows(stages, summary))]
+    if threads := thread_lines(summary, top=20):
+        md += ["", "## CPU by thread name", "", THREAD_NOTE, "", *(f"- {line}" for line in threads)]
     md += ["", f"Load (1 min) before each run (other processes' share of the CPU during it): {_loads(summary)}."]
     if busy := _busy(report):
         md += ["", f"**{busy}**"]

@@ -47,6 +47,10 @@ def test_report_smoke(tmp_path: Path) -> None:
             assert rung["frames"] == 90, (key, name)
             assert math.isfinite(rung["psnr_y_db"]) and 25 < rung["psnr_y_db"] < 60, (key, name, rung)
             assert "threads=" in rung["x264_threads"], (key, name)
+    # Where each variant's CPU went, by thread name: the engine's rung threads carry the rung's name.
+    engine_threads = report["variants"]["a"]["thread_cpu_s"]
+    assert any(name.startswith("rung-") for name in engine_threads), engine_threads
+    assert sum(report["variants"]["b"]["thread_cpu_s"].values()) > 0
     stages = report["stages"]
     assert stages["t_limit_s"] > 0 and stages["decode_cpu_s"] > 0
     assert all(v > 0 for v in stages["encode_cpu_s"].values())

@@ -17,6 +17,7 @@ import pytest
 from transcoder.cli import jsonable
 from transcoder.models import Ladder, Rung
 from transcoder.profiles import (
+    BACKGROUND_NICE,
     MIN_X264_THREADS,
     PLATFORMS,
     THROUGHPUT_JOB_VCPUS,
@@ -240,6 +241,9 @@ def test_garbage_cgroup_files_are_ignored(tmp_path: Path) -> None:
     assert (budget.cores, budget.source) == (3, "affinity")
 
 
+BACKGROUND_BELOW_1080P = {"1080p": 0, "720p": BACKGROUND_NICE, "480p": BACKGROUND_NICE, "360p": BACKGROUND_NICE}
+
+
 # --- Thread plan --------------------------------------------------------------------------------------------------
 
 
@@ -248,12 +252,27 @@ def test_thread_plan_gives_each_rung_its_share_and_favours_the_top_rung(cores: i
     plan = plan_threads(LADDER, CpuBudget(cores=cores, source="override"), cpu=cpu("graviton3-64.txt"))
     counts = list(plan.encoder_threads.values())
     assert list(plan.encoder_threads) == [r.name for r in LADDER.rungs]
-    assert counts == sorted(counts, reverse=True)  # proportional to cost: bigger rung, more threads
     costs = [r.width * r.height * float(r.fps) for r in LADDER.rungs]
+    fill = 1 < cores <= len(LADDER.rungs)  # at most one core per rung
     floor = 1 if cores == 1 else MIN_X264_THREADS
     for rung_, count, cost in zip(LADDER.rungs, counts, costs, strict=True):
         ideal = cores * cost / sum(costs)
-        assert count == min(x264_thread_cap(rung_.height), max(floor, math.ceil(ideal - 1e-9))), rung_.name
+        if fill and min(rung_.width, rung_.height) >= 720:
+            # HD rungs get what their share of the run needs, decode (~15%) aside: no floor.
+            assert count == max(1, math.ceil(ideal * 0.85 - 1e-9)), rung_.name
+        else:
+            assert count == min(x264_thread_cap(rung_.height), max(floor, math.ceil(ideal - 1e-9))), rung_.name
+    if not fill:
+        assert counts == sorted(counts, reverse=True)  # proportional to cost: bigger rung, more threads
+        assert set(plan.encoder_nice.values()) == {0}
+    else:
+        # The largest rung is the critical path: normal priority; the others fill the idle time.
+        assert plan.encoder_nice == {
+            "1080p": 0,
+            "720p": BACKGROUND_NICE,
+            "480p": BACKGROUND_NICE,
+            "360p": BACKGROUND_NICE,
+        }
     if cores >= 8:
         assert counts[0] >= sum(counts) / 3  # the 1080p rung is ~57% of the pixel rate
     assert 1 <= plan.decoder_threads <= min(cores, 8)
@@ -265,7 +284,7 @@ def test_two_vcpu_job_on_a_64_core_graviton() -> None:
     plan = plan_threads(LADDER, budget, cpu=cpu("graviton3-64.txt", "aarch64"))
     assert plan.decoder_threads == 2
     floor = MIN_X264_THREADS
-    assert plan.encoder_threads == {"1080p": max(floor, 2), "720p": floor, "480p": floor, "360p": floor}
+    assert plan.encoder_threads == {"1080p": 1, "720p": 1, "480p": floor, "360p": floor}
     assert plan.profile is not None
     assert plan.profile.jobs_per_instance_hint == 64 // THROUGHPUT_JOB_VCPUS
     lines = plan.describe()
@@ -273,9 +292,10 @@ def test_two_vcpu_job_on_a_64_core_graviton() -> None:
     assert any(line.startswith("profile: cpu: graviton3 (Neoverse V1, CPU part 0xd40)") for line in lines)
     assert any(line.startswith("decoder: 2 frame thread(s): min(budget 2, 8)") for line in lines)
     assert any(
-        line.startswith(f"x264 1080p: {max(floor, 2)} frame thread(s): 57% of the ladder's pixel rate")
+        line.startswith("x264 1080p: 1 frame thread(s): 57% of the ladder's pixel rate x 2.0 encode cores = 1.14, 0.97")
         for line in lines
     )
+    assert any(line.startswith("priority: 720p, 480p, 360p at nice +19: 1080p is the critical path") for line in lines)
     assert any("throughput mode: ~32 job(s)" in line for line in lines)
     assert not plan.x264_lookahead_thread
     assert any(line.startswith("lookahead: sync-lookahead=0: 0.50 core(s) per rung") for line in lines)
@@ -305,7 +325,13 @@ def test_x264_thread_cap_follows_x264() -> None:
 def test_plan_is_json_ready() -> None:
     plan = plan_threads(LADDER, CpuBudget(cores=4, source="override"), cpu=cpu("x86-intel.txt", "x86_64"))
     payload = json.loads(json.dumps(jsonable(plan)))
-    assert payload["encoder_threads"]["1080p"] == max(MIN_X264_THREADS, 3)
+    assert payload["encoder_threads"]["1080p"] == 2  # 4 x 57% = 2.28 cores, 1.94 after decode's share
+    assert payload["encoder_nice"] == {
+        "1080p": 0,
+        "720p": BACKGROUND_NICE,
+        "480p": BACKGROUND_NICE,
+        "360p": BACKGROUND_NICE,
+    }
     assert payload["profile"]["cpu"]["platform"] == "x86"
     assert payload["profile"]["x264_params_extra"] == {}
 

@@ -9,6 +9,7 @@ many tests look at it.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import json
@@ -44,7 +45,7 @@ from transcoder import (
 )
 from transcoder.bitstream import avc_codecs_tag, mp4_top_level_boxes
 from transcoder.encode import codec_options
-from transcoder.profiles import CpuBudget, plan_threads
+from transcoder.profiles import BACKGROUND_NICE, CpuBudget, plan_threads
 
 pytestmark = pytest.mark.slow
 
@@ -932,6 +933,52 @@ def test_x264_runs_the_planned_frame_threads(clip: ClipFactory, tmp_path: Path, 
         settings = x264_settings(done.segment_paths(rendition.name)[0].read_bytes())
         assert settings["threads"] == str(plan.encoder_threads[rendition.name]), rendition.name
         assert settings["sliced_threads"] == "0", rendition.name
+
+
+@dataclass(frozen=True, slots=True)
+class PutSeen:
+    relpath: str
+    own: str  # the OS name of the thread that stored the object
+    every: tuple[tuple[str, int], ...]  # (OS name, niceness) of every thread of the process at that moment
+
+
+class ThreadNameSink(FailingSink):
+    """A local directory that notes which OS threads were there when each object was stored."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, fail_at=0)
+        self.seen: list[PutSeen] = []
+
+    def put(self, relpath: str, data: bytes) -> None:
+        every = []
+        for stat in Path("/proc/self/task").glob("*/stat"):
+            with contextlib.suppress(OSError):  # a thread that exited meanwhile
+                text = stat.read_text()
+                name, fields = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+                every.append((name, int(fields[16])))  # field 19 of proc(5): nice
+        own = Path("/proc/thread-self/comm").read_text().strip()
+        self.seen.append(PutSeen(relpath, own, tuple(every)))
+        super().put(relpath, data)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads thread names and priorities from /proc")
+def test_rung_threads_and_their_x264_threads_carry_its_name_and_priority(clip: ClipFactory, tmp_path: Path) -> None:
+    sink = ThreadNameSink(tmp_path / "out")
+    result = transcoder.transcode(clip(seconds=3.0, width=640, height=360), sink, config=make_config(threads=2))
+    plan = plan_threads(result.ladder, CpuBudget(cores=2, source="override"))
+    # Three rungs on two cores fill the budget: the largest runs first, the others at low priority.
+    assert plan.encoder_nice == {"360p": 0, "240p": BACKGROUND_NICE, "144p": BACKGROUND_NICE}
+    for name in MAIN_SIZES:
+        segments = [s for s in sink.seen if s.relpath.startswith(f"{name}/") and s.relpath.endswith(".ts")]
+        assert len(segments) >= 2, name
+        # Segments are stored by their rung's thread, named in the OS ...
+        assert {s.own for s in segments} == {f"rung-{name}"}
+        # ... and x264's frame threads, started by it, took its name and its priority.
+        threads = max(([nice for thread, nice in s.every if thread == f"rung-{name}"] for s in segments), key=len)
+        assert len(threads) == 1 + plan.encoder_threads[name] == 1 + 3, name
+        assert set(threads) == {plan.encoder_nice[name]}, name
+    others = {nice for s in sink.seen for thread, nice in s.every if not thread.startswith("rung-")}
+    assert others == {0}  # the decoder, audio and the caller keep normal priority
 
 
 def frames_before_first_packet(options: dict[str, str], threads: int) -> int:

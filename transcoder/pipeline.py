@@ -17,7 +17,12 @@ publish the master playlist: last.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
+import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -58,15 +63,56 @@ class LadderOutput:
     files: tuple[str, ...]
 
 
+def _name_os_thread(name: str) -> None:
+    """Give the calling thread ``name`` in the OS too (Linux; best effort).
+
+    Python before 3.14 names only its own Thread object. With the OS name set,
+    ``top -H``, ``perf`` and /proc show which stage a thread is, and the
+    threads that FFmpeg starts from it (x264's frame threads) inherit the
+    name, so a rung's whole CPU can be read off per thread name (bench.report does).
+    """
+    if sys.platform != "linux":
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        # PR_SET_NAME = 15; the kernel keeps 15 bytes and a NUL.
+        _libc().prctl(15, name.encode("ascii", "replace")[:15], 0, 0, 0)
+
+
+def _lower_thread_priority(nice: int) -> None:
+    """Run the calling thread, and the threads it starts later, at niceness ``nice`` (Linux; best effort).
+
+    On Linux, setpriority(PRIO_PROCESS, tid) applies to that one thread, and
+    a new thread inherits its creator's niceness: x264's frame threads, which
+    the rung thread starts when the encoder opens, follow. Raising niceness
+    needs no privilege. Elsewhere the call would renice the whole process, so
+    it is skipped.
+    """
+    if sys.platform != "linux":
+        return
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
 class _Stage(threading.Thread):
     """A named stage thread that hands its exception to the coordinator."""
 
-    def __init__(self, name: str, target: Callable[[], None], failed: Callable[[BaseException], None]) -> None:
+    def __init__(
+        self, name: str, target: Callable[[], None], failed: Callable[[BaseException], None], *, nice: int = 0
+    ) -> None:
         super().__init__(name=name, daemon=True)
         self._target_fn = target
         self._failed = failed
+        self._nice = nice
 
     def run(self) -> None:
+        _name_os_thread(self.name)
+        if self._nice:
+            _lower_thread_priority(self._nice)
         try:
             self._target_fn()
         except BaseException as exc:
@@ -235,7 +281,13 @@ def run_ladder(
 
         stages.append(_Stage("decoder", decode, coordinator.failed))
         stages += [
-            _Stage(f"rung-{enc.rung.name}", encode_rung(i), coordinator.failed) for i, enc in enumerate(encoders)
+            _Stage(
+                f"rung-{enc.rung.name}",
+                encode_rung(i),
+                coordinator.failed,
+                nice=threads.encoder_nice.get(enc.rung.name, 0),
+            )
+            for i, enc in enumerate(encoders)
         ]
         if audio_encoder is not None:
             stages.append(_Stage("audio", encode_audio, coordinator.failed))
