@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -448,9 +449,11 @@ def _mp_config(endpoint: str, **overrides: Any) -> StorageConfig:
 
 def test_sink_uploads_objects_and_multipart_with_headers(seaweed: SeaweedServer, s3: Any, space: Space) -> None:
     big = os.urandom(11 * MIB)
-    with S3Sink(
-        seaweed.client(), S3Location.parse(space.uri("job/"), prefix=True), _mp_config(seaweed.endpoint)
-    ) as sink:
+    config = _mp_config(seaweed.endpoint)
+    with S3Sink(seaweed.client(), S3Location.parse(space.uri("job/"), prefix=True), config) as sink:
+        # Its upload workers are all started with the sink, in this thread, whoever calls put later.
+        names = {p.read_text().strip() for p in Path("/proc/self/task").glob("*/comm")}
+        assert {f"s3-upload_{n}" for n in range(config.max_concurrency)} <= names
         sink.retract("master.m3u8")
         sink.put("a/seg_00000.ts", b"\x47" * 1880)
         sink.put("a/rendition.mp4", big)

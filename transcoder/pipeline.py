@@ -17,12 +17,7 @@ publish the master playlist: last.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import functools
-import os
 import queue
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -44,6 +39,7 @@ from .poster import PosterPicker
 from .probe import Source
 from .profiles import ThreadPlan
 from .segmenter import HlsSegmenter
+from .threads import lower_thread_priority, name_os_thread
 
 MASTER = "master.m3u8"
 POSTER = "poster.jpg"
@@ -63,41 +59,6 @@ class LadderOutput:
     files: tuple[str, ...]
 
 
-def _name_os_thread(name: str) -> None:
-    """Give the calling thread ``name`` in the OS too (Linux; best effort).
-
-    Python before 3.14 names only its own Thread object. With the OS name set,
-    ``top -H``, ``perf`` and /proc show which stage a thread is, and the
-    threads that FFmpeg starts from it (x264's frame threads) inherit the
-    name, so a rung's whole CPU can be read off per thread name (bench.report does).
-    """
-    if sys.platform != "linux":
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        # PR_SET_NAME = 15; the kernel keeps 15 bytes and a NUL.
-        _libc().prctl(15, name.encode("ascii", "replace")[:15], 0, 0, 0)
-
-
-def _lower_thread_priority(nice: int) -> None:
-    """Run the calling thread, and the threads it starts later, at niceness ``nice`` (Linux; best effort).
-
-    On Linux, setpriority(PRIO_PROCESS, tid) applies to that one thread, and
-    a new thread inherits its creator's niceness: x264's frame threads, which
-    the rung thread starts when the encoder opens, follow. Raising niceness
-    needs no privilege. Elsewhere the call would renice the whole process, so
-    it is skipped.
-    """
-    if sys.platform != "linux":
-        return
-    with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-
-
-@functools.cache
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
-
-
 class _Stage(threading.Thread):
     """A named stage thread that hands its exception to the coordinator."""
 
@@ -110,9 +71,8 @@ class _Stage(threading.Thread):
         self._nice = nice
 
     def run(self) -> None:
-        _name_os_thread(self.name)
-        if self._nice:
-            _lower_thread_priority(self._nice)
+        name_os_thread(self.name)
+        lower_thread_priority(self._nice)
         try:
             self._target_fn()
         except BaseException as exc:

@@ -32,7 +32,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
 from contextlib import closing
 from dataclasses import dataclass
@@ -57,6 +57,7 @@ from .locations import (
     UploadError,
 )
 from .output import content_type_for
+from .threads import name_os_thread, started_pool
 
 #: A botocore S3 client. boto3 ships no type stubs and this project adds no
 #: stub package, so the client is typed as Any; only this module calls it.
@@ -464,6 +465,7 @@ class S3Reader(io.RawIOBase):
         return True
 
     def _fetch_loop(self) -> None:
+        name_os_thread()  # its CPU shows as s3-read-N, not as the decoder that started it
         while True:
             with self._cond:
                 while True:
@@ -602,8 +604,9 @@ class S3Sink:
         self._stop = threading.Event()  # the first failure, abort() or close()
         self._slots = threading.BoundedSemaphore(self._config.max_concurrency)  # requests in flight
         # Two pools so an object waiting for its parts never holds the workers its parts need.
-        self._objects = ThreadPoolExecutor(self._config.max_concurrency, thread_name_prefix="s3-upload")
-        self._parts = ThreadPoolExecutor(self._config.max_concurrency, thread_name_prefix="s3-part")
+        # Started here, in the thread that sets up the run (normal priority): see started_pool.
+        self._objects = started_pool(self._config.max_concurrency, "s3-upload")
+        self._parts = started_pool(self._config.max_concurrency, "s3-part")
         self._cond = threading.Condition()
         self._pending = 0
         self._pending_bytes = 0
