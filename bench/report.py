@@ -218,6 +218,7 @@ def run_measured(
     )
 
 
+NOT_SAMPLED = "(not sampled)"  # thread_cpu_s key: CPU of threads that exited between two reads
 THREAD_NOTE = (
     "CPU seconds (median of the runs) by OS thread name, read from /proc every 0.5 s. A thread takes its "
     "creator's name, so x264's and swscale's threads count under the thread that opened them: the engine's "
@@ -453,7 +454,7 @@ def _median_threads(runs: list[ProcessRun]) -> dict[str, float]:
     rest = _median([run.cpu_s - sum(run.thread_cpu_s.values()) for run in runs])
     ordered = dict(sorted(groups.items(), key=lambda item: -item[1]))
     if runs:
-        ordered["(not sampled)"] = max(0.0, rest)
+        ordered[NOT_SAMPLED] = max(0.0, rest)
     return ordered
 
 
@@ -706,9 +707,9 @@ def thread_lines(summary: dict[str, dict[str, Any]], *, top: int = 8) -> list[st
         total = sum(groups.values())
         if not total:
             continue
-        named = [(name, cpu) for name, cpu in groups.items() if name != "(not sampled)"]
+        named = [(name, cpu) for name, cpu in groups.items() if name != NOT_SAMPLED]
         shown = named[:top]
-        rest = sum(cpu for _, cpu in named[top:]) + groups.get("(not sampled)", 0.0)
+        rest = sum(cpu for _, cpu in named[top:]) + groups.get(NOT_SAMPLED, 0.0)
         parts = [f"{name} {cpu:.1f} ({100 * cpu / total:.0f}%)" for name, cpu in shown]
         parts.append(f"other {rest:.1f} ({100 * rest / total:.0f}%)")
         lines.append(f"({key}) " + ", ".join(parts))

@@ -267,12 +267,7 @@ def test_thread_plan_gives_each_rung_its_share_and_favours_the_top_rung(cores: i
         assert set(plan.encoder_nice.values()) == {0}
     else:
         # The largest rung is the critical path: normal priority; the others fill the idle time.
-        assert plan.encoder_nice == {
-            "1080p": 0,
-            "720p": BACKGROUND_NICE,
-            "480p": BACKGROUND_NICE,
-            "360p": BACKGROUND_NICE,
-        }
+        assert plan.encoder_nice == BACKGROUND_BELOW_1080P
     if cores >= 8:
         assert counts[0] >= sum(counts) / 3  # the 1080p rung is ~57% of the pixel rate
     assert 1 <= plan.decoder_threads <= min(cores, 8)
@@ -326,12 +321,7 @@ def test_plan_is_json_ready() -> None:
     plan = plan_threads(LADDER, CpuBudget(cores=4, source="override"), cpu=cpu("x86-intel.txt", "x86_64"))
     payload = json.loads(json.dumps(jsonable(plan)))
     assert payload["encoder_threads"]["1080p"] == 2  # 4 x 57% = 2.28 cores, 1.94 after decode's share
-    assert payload["encoder_nice"] == {
-        "1080p": 0,
-        "720p": BACKGROUND_NICE,
-        "480p": BACKGROUND_NICE,
-        "360p": BACKGROUND_NICE,
-    }
+    assert payload["encoder_nice"] == BACKGROUND_BELOW_1080P
     assert payload["profile"]["cpu"]["platform"] == "x86"
     assert payload["profile"]["x264_params_extra"] == {}
 

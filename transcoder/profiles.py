@@ -594,11 +594,9 @@ class ThreadPlan:
         lookahead = f"lookahead: {lookahead}"
         lines.append(lookahead + (f": {self.lookahead_reason}" if self.lookahead_reason else ""))
         background = [name for name, nice in self.encoder_nice.items() if nice]
-        priority = (
-            f"priority: {', '.join(background)} at nice +{max(self.encoder_nice.values())}"
-            if background
-            else ("priority: every thread at normal priority")
-        )
+        priority = "priority: every thread at normal priority"
+        if background:
+            priority = f"priority: {', '.join(background)} at nice +{max(self.encoder_nice.values())}"
         lines.append(priority + (f": {self.priority_reason}" if self.priority_reason else ""))
         total = sum(self.encoder_threads.values())
         lines.append(
@@ -666,10 +664,6 @@ def plan_threads(
             "would add hand-offs and bframes + 1 frames of memory, not speed (bench/NOTES.md)"
         )
     encoder_nice = dict.fromkeys(costs, 0)
-    if budget.cores <= 1:
-        priority_reason = "one core: the work is serial whatever the order"
-    else:
-        priority_reason = f"{per_rung:.2f} cores per rung: no rung waits for a core"
     if fill:
         largest = max(costs, key=lambda name: costs[name])
         encoder_nice.update((name, BACKGROUND_NICE) for name in costs if name != largest)
@@ -677,6 +671,10 @@ def plan_threads(
             f"{largest} is the critical path ({costs[largest] / total:.0%} of the pixel rate); "
             "the decoder and it run first, the other rungs fill the cores' idle time (bench/NOTES.md)"
         )
+    elif budget.cores <= 1:
+        priority_reason = "one core: the work is serial whatever the order"
+    else:
+        priority_reason = f"{per_rung:.2f} cores per rung: no rung waits for a core"
     decoder_threads = max(1, min(budget.cores, _DECODER_THREAD_CAP))
     decoder_reason = (
         f"min(budget {budget.cores}, {_DECODER_THREAD_CAP}); frame-threaded (PyAV's default SLICE runs ordinary "
