@@ -212,8 +212,8 @@ def _probe_container(
                 "input has no video stream (audio-only is not transcoded)", context={"path": where}
             )
         raise InputError("input has no video stream", context={"path": where})
-    vstream = video_streams[0]
-    astream = streams.audio[0] if streams.audio else None
+    vstream = _main_stream(video_streams)
+    astream = _main_stream(list(streams.audio)) if streams.audio else None
     cc = vstream.codec_context
     if cc.width <= 0 or cc.height <= 0:
         raise InputError("video stream has no picture size", context={"path": where})
@@ -289,6 +289,26 @@ def _probe_container(
 
 def _is_attached_picture(stream: av.video.stream.VideoStream) -> bool:
     return bool(stream.disposition & av.stream.Disposition.attached_pic)
+
+
+# Tracks made for some viewers only (audio description for the blind, a
+# director's commentary): never the main track while another one exists.
+_SECONDARY = (
+    av.stream.Disposition.comment
+    | av.stream.Disposition.visual_impaired
+    | av.stream.Disposition.hearing_impaired
+    | av.stream.Disposition.descriptions
+)
+
+
+def _main_stream(candidates: list[Any]) -> Any:
+    """The stream a player would pick: the first marked default, else the first main one.
+
+    Editors and phones that add a second audio track (a commentary, another
+    language) mark the one to play by default, and it need not come first.
+    """
+    main = [s for s in candidates if not s.disposition & _SECONDARY] or candidates
+    return next((s for s in main if s.disposition & av.stream.Disposition.default), main[0])
 
 
 def _first_frame_and_times(
