@@ -21,7 +21,9 @@ from .errors import (
     NotFoundError,
 )
 from .models import (
+    PROGRESS_MIN_INTERVAL_S,
     TERMINAL_JOB_STATES,
+    WORKER_REASON_CODES,
     CompletionReport,
     Failure,
     Job,
@@ -33,7 +35,9 @@ from .models import (
 )
 
 __all__ = [
+    "PROGRESS_MIN_INTERVAL_S",
     "TERMINAL_JOB_STATES",
+    "WORKER_REASON_CODES",
     "ApiError",
     "ApiUnavailableError",
     "AuthenticationError",

@@ -45,6 +45,7 @@ from .models import (
     BATCH_JOB_ID_PATTERN,
     CODE_PATTERN,
     MAX_MESSAGE_CHARS,
+    WORKER_REASON_CODES,
     CompletionReport,
     Job,
     JobState,
@@ -215,8 +216,9 @@ class JobApiClient:
 
         ``message`` is cut to 4000 characters; an empty one becomes the reason code.
         """
-        if not (1 <= len(reason_code) <= 64 and CODE_PATTERN.match(reason_code)):
-            raise ValueError(f"reason_code must be 1-64 of [a-z0-9_] starting with a letter, got {reason_code!r}")
+        if reason_code not in WORKER_REASON_CODES:
+            known = ", ".join(sorted(WORKER_REASON_CODES))
+            raise ValueError(f"reason_code must be one of the contract's ({known}), got {reason_code!r}")
         text = message.strip() or reason_code
         if len(text) > MAX_MESSAGE_CHARS:
             text = text[: MAX_MESSAGE_CHARS - 1] + "…"

@@ -17,8 +17,12 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
+from .schema import load_openapi
+
 __all__ = [
+    "PROGRESS_MIN_INTERVAL_S",
     "TERMINAL_JOB_STATES",
+    "WORKER_REASON_CODES",
     "CompletionReport",
     "Failure",
     "Job",
@@ -35,6 +39,15 @@ RENDITION_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 CODE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")  # reason codes and phases
 BATCH_JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._-]*$")
 MAX_MESSAGE_CHARS = 4000
+
+_CONTRACT = load_openapi()
+#: The reason codes a worker may report (``WorkerReasonCode`` in openapi.json, the one source).
+WORKER_REASON_CODES: frozenset[str] = frozenset(_CONTRACT["components"]["schemas"]["WorkerReasonCode"]["enum"])
+#: The least time between two progress posts of one worker, phase changes included.
+PROGRESS_MIN_INTERVAL_S: float = float(
+    _CONTRACT["paths"]["/api/v1/video-jobs/{job_id}/progress"]["post"]["x-min-interval-s"]
+)
+del _CONTRACT
 
 _E = TypeVar("_E", bound=StrEnum)
 

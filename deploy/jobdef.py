@@ -25,7 +25,15 @@ the chain: the only producer of the academy-video-worker repository is
 docker/arm64/Dockerfile, whose stages ``deploy.dockercheck`` requires to be
 ``--platform=linux/arm64``. ``--image-manifest FILE`` closes the gap for real:
 given the manifest list / OCI index (``docker buildx imagetools inspect --raw``)
-or the image config (``crane config``), every platform must be arm64.
+or the image config (``crane config``), every platform must be arm64. A
+``runtimePlatform`` that says anything but ARM64 fails whatever the image.
+
+Secrets. The API token and the storage keys come from SSM/Secrets Manager
+(``secrets``), never from plain ``environment``: verify fails on a plain
+variable whose name says secret, on a plain value shaped like one under any
+name (an AWS access key id, a long random token of mixed-case letters and
+digits), and on a ``JOB_API_URL`` with user info, a query or a fragment.
+Details name the variables, never their values.
 
 How the exit codes and the definition agree (worker/exit_codes.py). With
 attempts = 1 Batch never retries, whatever the code; so the definition carries
@@ -53,6 +61,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from worker.exit_codes import RETRYABLE, ExitCode
 
@@ -90,6 +99,11 @@ _PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
 _SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|PRIVATE|ACCESS_KEY|CREDENTIAL|API_KEY", re.IGNORECASE)
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
 _SECRET_ARN = re.compile(r"^arn:aws[a-z-]*:(ssm|secretsmanager):[a-z0-9-]+:\d{12}:(parameter/|secret:).+$")
+# Values that are credentials whatever the variable is called: an AWS access key
+# id, or a long random token (lower- and upper-case letters and digits, as in
+# an AWS secret key; no ``:`` or ``.``, which URLs, hosts and ARNs have).
+_AWS_KEY_ID = re.compile(r"\b(AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\b")
+_RANDOM_TOKEN = re.compile(r"^[A-Za-z0-9+/=_-]{24,}$")
 _X86_MARKERS = re.compile(r"(amd64|x86[_-]?64|\bx86\b|intel)", re.IGNORECASE)
 _ARM_MARKERS = re.compile(r"(arm64|aarch64|graviton)", re.IGNORECASE)
 
@@ -297,9 +311,24 @@ def _manifest_architectures(manifest: dict[str, Any]) -> list[str] | None:
     return None
 
 
+def looks_like_a_secret(value: str) -> bool:
+    """Whether a plain environment value is a credential by its shape, whatever its name."""
+    if _AWS_KEY_ID.search(value):
+        return True
+    if not _RANDOM_TOKEN.match(value):
+        return False
+    classes = sum(any(test(c) for c in value) for test in (str.islower, str.isupper, str.isdigit))
+    return classes == 3
+
+
 def check_architecture(definition: dict[str, Any], manifest: dict[str, Any] | None = None) -> Check:
     """The ARM64 rule (module docstring)."""
-    image = str((definition.get("containerProperties") or {}).get("image", ""))
+    container = definition.get("containerProperties") or {}
+    image = str(container.get("image", ""))
+    runtime = container.get("runtimePlatform") or {}
+    cpu = str(runtime.get("cpuArchitecture", "")) if isinstance(runtime, dict) else ""
+    if cpu and cpu.upper() != "ARM64":
+        return Check("arm64 image", False, f"runtimePlatform.cpuArchitecture = {cpu!r}, expected ARM64")
     tags = definition.get("tags") or {}
     declared = str(tags.get("architecture", "")).lower()
     reference = image.rsplit("/", 1)[-1]
@@ -452,7 +481,7 @@ def verify(definition: dict[str, Any], *, manifest: dict[str, Any] | None = None
         bool(_ROLE_ARN.match(job_role)) and bool(_ROLE_ARN.match(execution_role)),
         f"job {job_role!r}, execution {execution_role!r}",
     )
-    leaked = sorted(n for n in environment if _SECRET_NAME.search(n))
+    leaked = sorted(n for n, v in environment.items() if _SECRET_NAME.search(n) or looks_like_a_secret(v))
     reserved = sorted(n for n in environment if n.startswith("AWS_BATCH"))
     secrets = [s for s in container.get("secrets") or [] if isinstance(s, dict)]
     bad_refs = sorted(str(s.get("name")) for s in secrets if not _SECRET_ARN.match(str(s.get("valueFrom", ""))))
@@ -463,6 +492,23 @@ def verify(definition: dict[str, Any], *, manifest: dict[str, Any] | None = None
         + (f"; secret-like plain values {leaked}" if leaked else "")
         + (f"; reserved AWS_BATCH names {reserved}" if reserved else "")
         + (f"; secrets not from SSM/Secrets Manager ARNs {bad_refs}" if bad_refs else ""),
+    )
+    api_url = environment.get("JOB_API_URL")
+    parts = urlsplit(api_url) if api_url else None
+    check(
+        "job API URL",
+        parts is not None
+        and parts.scheme in {"http", "https"}
+        and bool(parts.hostname)
+        and parts.username is None
+        and parts.password is None
+        and not parts.query
+        and not parts.fragment,
+        "JOB_API_URL missing"
+        if parts is None
+        else f"{parts.scheme}://{parts.hostname or ''}{parts.path}"
+        + (" with user info (a credential in plain environment)" if parts.username or parts.password else "")
+        + (" with a query or fragment" if parts.query or parts.fragment else ""),
     )
     left = placeholders(definition)
     check("rendered", not left, f"unrendered {left}" if left else "no ${...} placeholders left")

@@ -230,9 +230,9 @@ def test_happy_path(server: ReferenceServer, client: JobApiClient) -> None:
 def test_fail_reports(server: ReferenceServer, client: JobApiClient) -> None:
     retryable = server.create_job(SOURCE)
     client.report_started(retryable, attempt=1, batch_job_id="b-1")
-    job = client.report_failed(retryable, attempt=1, reason_code="storage", message="R2 503", retryable=True)
+    job = client.report_failed(retryable, attempt=1, reason_code="storage_error", message="R2 503", retryable=True)
     assert job.state is JobState.FAILED and job.failure is not None
-    assert (job.failure.reason_code, job.failure.message, job.failure.retryable) == ("storage", "R2 503", True)
+    assert (job.failure.reason_code, job.failure.message, job.failure.retryable) == ("storage_error", "R2 503", True)
     fatal = server.create_job(SOURCE)
     client.report_started(fatal, attempt=1, batch_job_id="b-2")
     job = client.report_failed(fatal, attempt=1, reason_code="bad_input", message="x" * 5000, retryable=False)

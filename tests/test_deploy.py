@@ -29,7 +29,15 @@ from deploy.dockercheck import (
     parse_image,
     runtime_requirements,
 )
-from deploy.jobdef import Check, RenderOptions, check_architecture, render, select_definitions, verify
+from deploy.jobdef import (
+    Check,
+    RenderOptions,
+    check_architecture,
+    looks_like_a_secret,
+    render,
+    select_definitions,
+    verify,
+)
 from worker.exit_codes import RETRYABLE, ExitCode
 
 ACCOUNT = "123456789012"
@@ -127,6 +135,15 @@ def _env(name: str, value: str) -> Mutation:
     return mutate
 
 
+def _env_value(name: str, value: str) -> Mutation:
+    def mutate(d: dict[str, Any]) -> None:
+        for entry in d["containerProperties"]["environment"]:
+            if entry["name"] == name:
+                entry["value"] = value
+
+    return mutate
+
+
 @pytest.mark.parametrize(
     ("mutation", "failing"),
     [
@@ -161,6 +178,12 @@ def _env(name: str, value: str) -> Mutation:
         (_env("JOB_API_TOKEN", "hunter2"), "no secrets in environment"),
         (_env("AWS_BATCH_JOB_ID", "x"), "no secrets in environment"),
         (_set("containerProperties.secrets.0.valueFrom", "plain-text-token"), "no secrets in environment"),
+        (_env("R2_KEY", "AKIAIOSFODNN7EXAMPLE"), "no secrets in environment"),
+        (_env("EXTRA", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"), "no secrets in environment"),
+        (_env("SIGNING", "9f8Qx2LmT7vB4nR1cW6yZ3kJ0hD5sA8e"), "no secrets in environment"),
+        (_env_value("JOB_API_URL", "https://worker:s3cret@app.example.com"), "job API URL"),
+        (_env_value("JOB_API_URL", "https://app.example.com/?token=abc"), "job API URL"),
+        (_set("containerProperties.runtimePlatform", {"cpuArchitecture": "X86_64"}), "arm64 image"),
         (_set("containerProperties.jobRoleArn", "academy-video-batch-job-role"), "job and execution roles"),
         (_set("tags.worker-exit-codes", "0=OK 1=FAIL"), "exit-code tags match worker/exit_codes.py"),
         (_set("tags.worker-retryable-exit-codes", "5"), "exit-code tags match worker/exit_codes.py"),
@@ -190,6 +213,30 @@ def _describe_response() -> dict[str, Any]:
     old.update(revision=6, retryStrategy={"attempts": 3})
     old["jobDefinitionArn"] = old["jobDefinitionArn"][:-1] + "6"
     return {"jobDefinitions": [old, good]}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "veryfast",
+        "13800",
+        "s3://academy-video-hls/hls/",
+        "https://r2-account-id.r2.cloudflarestorage.com",
+        "arn:aws:ssm:ap-northeast-2:123456789012:parameter/x",
+        "academy-video-batch-queue",
+        "ALLCAPS_SETTING_NAME_123",
+    ],
+)
+def test_ordinary_settings_do_not_look_like_secrets(value: str) -> None:
+    assert not looks_like_a_secret(value)
+
+
+def test_a_failed_secret_check_names_no_value() -> None:
+    d = copy.deepcopy(rendered())
+    _env("SIGNING", "9f8Qx2LmT7vB4nR1cW6yZ3kJ0hD5sA8e")(d)
+    _env_value("JOB_API_URL", "https://worker:s3cret@app.example.com")(d)
+    text = "\n".join(c.line() for c in verify(d))
+    assert "SIGNING" in text and "9f8Qx2" not in text and "s3cret" not in text
 
 
 def test_describe_response_verifies_the_newest_active_revision() -> None:

@@ -148,7 +148,7 @@ class Api:
             "start": {"batch_job_id": "batch-a"},
             "progress": {"percent": 50.0, "phase": "transcoding"},
             "complete": {"hls_path": HLS, "duration_s": 600.5, "renditions": RENDITIONS, "total_bytes": 225_000_000},
-            "fail": {"reason_code": "storage", "message": "something broke", "retryable": True},
+            "fail": {"reason_code": "storage_error", "message": "something broke", "retryable": True},
         }
         return {"attempt": self._attempt(job_id, attempt), **bodies[action], **changes}
 
@@ -382,10 +382,10 @@ def test_scan_retries_failures_until_the_attempt_limit_then_dead(
         assert api.fail(job_id, attempt=attempt, retryable=True).body["state"] == "FAILED"
         clock.now += 30
         [moved] = server.scan_stuck_jobs()
-        assert (moved.to_state, moved.attempt, moved.reason_code) == ("RETRY_WAIT", attempt + 1, "storage")
+        assert (moved.to_state, moved.attempt, moved.reason_code) == ("RETRY_WAIT", attempt + 1, "storage_error")
         job = api.job(job_id)
         assert (job["state"], job["attempt"], job["video"]["status"]) == ("RETRY_WAIT", attempt + 1, "PROCESSING")
-        assert job["failure"] == {"reason_code": "storage", "message": "something broke", "retryable": True}
+        assert job["failure"] == {"reason_code": "storage_error", "message": "something broke", "retryable": True}
         assert server.scan_stuck_jobs() == []  # RETRY_WAIT waits for the resubmitted Batch job
         job = api.start(job_id, attempt=attempt + 1, batch_job_id=f"batch-{attempt + 1}").body
         assert job["failure"] is None and job["progress"] == {"percent": None, "phase": None}
@@ -503,6 +503,16 @@ def test_invalid_bodies_are_400(body: Any, message: str, server: ReferenceServer
     assert reply.status == 400
     assert reply.body["error"]["code"] == "invalid_request"
     assert message in reply.body["error"]["message"]
+
+
+@pytest.mark.parametrize("code", ["storage", "stalled", "media"])
+def test_a_worker_may_report_only_the_contracts_reason_codes(code: str, server: ReferenceServer, api: Api) -> None:
+    # "stalled" is the scan's own code; "storage" and "media" were the document's old examples.
+    job_id = job_in("RUNNING", server, api)
+    reply = api.fail(job_id, reason_code=code)
+    assert reply.status == 400
+    assert "$.reason_code" in reply.body["error"]["message"]
+    assert api.job(job_id)["state"] == "RUNNING"
 
 
 @pytest.mark.parametrize(
@@ -633,7 +643,7 @@ def test_the_models_use_the_documents_patterns() -> None:
     schemas = DOC["components"]["schemas"]
     assert HLS_PATH_PATTERN.pattern == schemas["HlsPath"]["pattern"]
     assert RENDITION_NAME_PATTERN.pattern == schemas["Rendition"]["properties"]["name"]["pattern"]
-    assert CODE_PATTERN.pattern == schemas["Failure"]["properties"]["reason_code"]["pattern"]
+    assert all(CODE_PATTERN.match(code) for code in schemas["WorkerReasonCode"]["enum"])
     assert CODE_PATTERN.pattern == schemas["ProgressRequest"]["properties"]["phase"]["pattern"]
     assert BATCH_JOB_ID_PATTERN.pattern == schemas["StartRequest"]["properties"]["batch_job_id"]["pattern"]
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from api_client import CompletionReport, JobApiClient, RenditionReport
+from api_client import WORKER_REASON_CODES, CompletionReport, JobApiClient, RenditionReport
 from api_client.reference_server import ReferenceServer
 from tests.conftest import ClipFactory
 from transcoder import (
@@ -436,6 +436,11 @@ def _copy_tree(source: Path, target: Path) -> None:
 # --------------------------------------------------------------------------- reasons and errors
 
 
+def test_the_reason_table_is_the_contracts_enum() -> None:
+    assert set(REASONS) == WORKER_REASON_CODES
+    assert "stalled" not in REASONS  # the web app's scan writes it, never a worker
+
+
 def test_reasons_agree_with_the_exit_code_table() -> None:
     for reason in REASONS.values():
         assert reason.retryable == (reason.exit_code in RETRYABLE), reason
@@ -506,19 +511,27 @@ def test_sources_local_files_only_for_local_runs(tmp_path: Path) -> None:
 def test_progress_is_throttled_and_a_refusal_is_not_fatal(tmp_path: Path) -> None:
     stream = io.StringIO()
     log = setup_logging(stream=stream)
+    gap_s = 0.3
     try:
         with ReferenceServer(tmp_path / "jobs.db", token=TOKEN) as server:
             job_id = server.create_job("s3://b/in.mp4")
             with JobApiClient(server.url, TOKEN) as client:
                 client.report_started(job_id, attempt=1, batch_job_id="b1")
-                reporter = ProgressReporter(client, job_id=job_id, attempt=1, interval_s=60, deadline_s=2, log=log)
+                reporter = ProgressReporter(
+                    client, job_id=job_id, attempt=1, interval_s=60, min_interval_s=gap_s, deadline_s=2, log=log
+                )
+                first_offered = time.monotonic()
                 reporter.offer(0, "transcoding")
                 _until(lambda: reporter.posted == 1)
                 for percent in range(1, 50):
                     reporter.offer(percent, "transcoding")
+                reporter.offer(99, "publishing")
                 reporter.offer(100, "publishing")
                 _until(lambda: reporter.posted == 2)
-                # The first offer of each phase went out; the rest waited for the interval, then were replaced.
+                # A new phase waits for the contract's least gap; then only the
+                # latest offer goes out. Within a phase the rest wait for the
+                # interval and are replaced.
+                assert time.monotonic() - first_offered >= gap_s
                 time.sleep(0.2)
                 assert reporter.posted == 2 and reporter.moved_on is None
                 assert server.get_job(job_id)["progress"] == {"percent": 100.0, "phase": "publishing"}

@@ -1,9 +1,11 @@
 """Progress posts to the job API, throttled, from a thread of their own.
 
 :class:`ProgressReporter` keeps only the latest progress it was offered and
-posts it when the phase changed or ``interval_s`` passed since the last post
-(each post also refreshes the job's heartbeat, which the web app's stuck-job
-scan watches). Posting never blocks the worker's main loop, and a failed post
+posts it when ``interval_s`` passed since the last post, or, for a new phase,
+when ``min_interval_s`` did (the contract's floor between two posts, phase
+changes included: the phases of a short run would otherwise land a fraction
+of a second apart). Each post also refreshes the job's heartbeat, which the
+web app's stuck-job scan watches. Posting never blocks the worker's main loop, and a failed post
 is logged, never fatal. A 409 that shows the job has moved on (CANCELLED, DEAD,
 SUCCEEDED, or another attempt is current) is kept in :attr:`moved_on`: the
 worker then stops early.
@@ -15,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from api_client import ApiError, ConflictError, JobApiClient, JobState
+from api_client import PROGRESS_MIN_INTERVAL_S, ApiError, ConflictError, JobApiClient, JobState
 
 from .log import EventLog
 
@@ -50,12 +52,14 @@ class ProgressReporter:
         interval_s: float,
         deadline_s: float,
         log: EventLog,
+        min_interval_s: float = PROGRESS_MIN_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
         self._job_id = job_id
         self._attempt = attempt
         self._interval_s = interval_s
+        self._min_interval_s = min(min_interval_s, interval_s)
         self._deadline_s = deadline_s
         self._log = log
         self._clock = clock
@@ -86,9 +90,8 @@ class ProgressReporter:
         """Seconds until the pending progress is due (0: now); None when nothing is pending."""
         if self._pending is None:
             return None
-        if self._pending[1] != self._last_phase:
-            return 0.0
-        return max(0.0, self._last_at + self._interval_s - self._clock())
+        gap = self._min_interval_s if self._pending[1] != self._last_phase else self._interval_s
+        return max(0.0, self._last_at + gap - self._clock())
 
     def _run(self) -> None:
         while True:
