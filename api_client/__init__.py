@@ -3,8 +3,8 @@
 - ``openapi.json`` (read with ``schema.load_openapi()``): the HTTP contract the platform's Django web app
   implements, with the job/video state tables and examples for every call.
 - ``JobApiClient``: the worker's client (urllib3; timeouts, jittered retries up to a deadline, typed results).
-- ``api_client.reference_server.ReferenceServer``: a standard-library + SQLite implementation of the contract
-  for local runs and tests (``python -m api_client.reference_server --help``); not imported here.
+- The reference server that implements the contract for local runs and tests is the separate ``api_reference``
+  package (not shipped in the worker image).
 
 This package imports neither ``transcoder`` nor ``worker``.
 """

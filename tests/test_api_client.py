@@ -36,8 +36,8 @@ from api_client import (
     RenditionReport,
     VideoStatus,
 )
-from api_client.reference_server import ReferenceServer
 from api_client.schema import load_openapi
+from api_reference import ReferenceServer
 
 TOKEN = "client-test-token-9d8c7b6a5f4e"
 SOURCE = "s3://academy-videos/uploads/7/lecture.mp4"

@@ -7,10 +7,15 @@ without it.
 
 from __future__ import annotations
 
+import configparser
 import copy
 import io
 import json
+import shutil
 import socket
+import subprocess
+import sys
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,6 +47,9 @@ from worker.exit_codes import RETRYABLE, ExitCode
 
 ACCOUNT = "123456789012"
 Mutation = Callable[[dict[str, Any]], None]
+
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def rendered(**overrides: Any) -> dict[str, Any]:
@@ -622,3 +630,50 @@ def test_runtime_dependencies_resolve_to_aarch64_wheels(tmp_path: Path) -> None:
     assert failures(checks) == set(), [c.line() for c in checks if not c.ok]
     names = {c.name.split()[1] for c in checks[1:]}
     assert {"av", "numpy"} <= names
+
+
+def _build_wheel(tmp_path: Path) -> Path:
+    """The project's wheel, built from a copy of the source tree (the checkout stays clean)."""
+    source = tmp_path / "src"
+    ignore = shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "*.egg-info", "out", "sample", "__pycache__", ".*cache"
+    )
+    shutil.copytree(REPO, source, ignore=ignore)
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--wheel-dir",
+            str(tmp_path / "wheels"),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = (tmp_path / "wheels").glob("*.whl")
+    return wheel
+
+
+@pytest.mark.slow
+def test_the_wheel_ships_the_worker_and_nothing_else(tmp_path: Path) -> None:
+    with zipfile.ZipFile(_build_wheel(tmp_path)) as wheel:
+        names = wheel.namelist()
+        (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+        scripts = configparser.ConfigParser()
+        scripts.read_string(wheel.read(entry_points).decode())
+    packages = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    # No benchmarks, no reference job API, no deploy tooling in the image.
+    assert packages == {"transcoder", "worker", "api_client"}
+    assert "api_client/openapi.json" in names  # the client reads its reason codes from the contract
+    assert not any("reference" in n or "store.py" in n for n in names)
+    # Every console script points at a module the wheel contains.
+    for name, target in scripts["console_scripts"].items():
+        module = target.split(":")[0].replace(".", "/")
+        assert f"{module}.py" in names or f"{module}/__init__.py" in names, name
+    assert set(scripts["console_scripts"]) == {"transcode", "transcode-worker"}

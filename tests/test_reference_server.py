@@ -25,8 +25,8 @@ import pytest
 import urllib3
 
 from api_client.models import BATCH_JOB_ID_PATTERN, CODE_PATTERN, HLS_PATH_PATTERN, RENDITION_NAME_PATTERN
-from api_client.reference_server import ReferenceServer
 from api_client.schema import load_openapi, resolve, schema_errors
+from api_reference import ReferenceServer
 
 TOKEN = "test-token-5f3c9a1e7d2b4c68"
 ADMIN_TOKEN = "admin-token-0b1c2d3e4f5a6b7c"
@@ -736,7 +736,7 @@ def test_error_examples_match_real_errors(action: str, server: ReferenceServer, 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "api_client.reference_server", *args],
+        [sys.executable, "-m", "api_reference", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -757,7 +757,7 @@ def test_cli(tmp_path: Path) -> None:
 
     env = {**os.environ, "JOB_API_TOKEN": TOKEN}
     serve = subprocess.Popen(
-        [sys.executable, "-m", "api_client.reference_server", "--db", db, "--port", "0"],
+        [sys.executable, "-m", "api_reference", "--db", db, "--port", "0"],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -791,9 +791,9 @@ def test_cli(tmp_path: Path) -> None:
     assert no_token.returncode == 2 and "JOB_API_TOKEN" in no_token.stderr
 
 
-def test_api_client_imports_neither_transcoder_nor_worker() -> None:
+def test_api_client_and_the_reference_server_import_neither_transcoder_nor_worker() -> None:
     code = (
-        "import sys, api_client, api_client.reference_server\n"
+        "import sys, api_client, api_reference\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'transcoder', 'worker', 'av', 'boto3', 'click'})\n"
         "assert not bad, bad\n"
     )

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from api_client import WORKER_REASON_CODES, CompletionReport, JobApiClient, RenditionReport
-from api_client.reference_server import ReferenceServer
+from api_reference import ReferenceServer
 from tests.conftest import ClipFactory
 from transcoder import (
     CancelledError,

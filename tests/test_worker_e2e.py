@@ -31,7 +31,7 @@ import psutil
 import pytest
 
 from api_client import JobApiClient
-from api_client.reference_server import ReferenceServer
+from api_reference import ReferenceServer
 from tests.conftest import ClipFactory
 from tests.faultproxy import FaultProxy, Rule
 from tests.media import make_random_bytes

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from os import PathLike
 from typing import Any
 
-from .models import JobState, VideoStatus
+from api_client.models import JobState, VideoStatus
 
 __all__ = ["CallError", "JobStore", "Outcome", "ScanTransition"]
 

@@ -16,12 +16,12 @@ In tests::
 From a shell (the token may come from the JOB_API_TOKEN environment variable
 instead of ``--token``)::
 
-    python -m api_client.reference_server --db jobs.db --token T [--port 8765] [--scan-interval-s 30]
-    python -m api_client.reference_server create-job --db jobs.db --source-uri file:///abs/in.mp4
-    python -m api_client.reference_server create-job --db jobs.db --video-id 7     # another job, same video
-    python -m api_client.reference_server scan --db jobs.db [--stall-after-s 600]
-    python -m api_client.reference_server cancel --db jobs.db --job-id 42
-    python -m api_client.reference_server show --db jobs.db --job-id 42             # job + its transitions
+    python -m api_reference --db jobs.db --token T [--port 8765] [--scan-interval-s 30]
+    python -m api_reference create-job --db jobs.db --source-uri file:///abs/in.mp4
+    python -m api_reference create-job --db jobs.db --video-id 7     # another job, same video
+    python -m api_reference scan --db jobs.db [--stall-after-s 600]
+    python -m api_reference cancel --db jobs.db --job-id 42
+    python -m api_reference show --db jobs.db --job-id 42             # job + its transitions
 
 The admin commands work on the SQLite file directly, also while a server runs.
 The same actions exist over HTTP for scripts (bearer ``admin_token``, which
@@ -57,7 +57,8 @@ from types import FrameType, TracebackType
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from .schema import load_openapi, schema_errors
+from api_client.schema import load_openapi, schema_errors
+
 from .store import ACTIONS, CallError, JobStore, Outcome, ScanTransition
 
 __all__ = ["ReferenceServer", "main"]
@@ -425,7 +426,7 @@ _COMMANDS = ("serve", "create-job", "scan", "cancel", "show")
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m api_client.reference_server",
+        prog="python -m api_reference",
         description="Reference job API (not the production API). Default command: serve.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -517,5 +518,5 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m api_reference.server
     raise SystemExit(main())
