@@ -93,7 +93,6 @@ DEFAULT_R2_ENDPOINT = "https://r2-account-id.r2.cloudflarestorage.com"
 ENTRYPOINT = "transcode-worker"
 # Environment variable the worker reads for the transcoder's CPU budget (see module docstring).
 THREADS_ENV = "TRANSCODE_THREADS"
-ACCOUNT_PLACEHOLDER = "${ACCOUNT_ID}"
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
 _SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|PRIVATE|ACCESS_KEY|CREDENTIAL|API_KEY", re.IGNORECASE)

@@ -45,8 +45,9 @@ from transcoder import (
     TranscodeResult,
 )
 from transcoder.bitstream import avc_codecs_tag, mp4_top_level_boxes
+from transcoder.budget import CpuBudget
 from transcoder.encode import codec_options
-from transcoder.profiles import BACKGROUND_NICE, CpuBudget, plan_threads
+from transcoder.threadplan import BACKGROUND_NICE, plan_threads
 
 pytestmark = pytest.mark.slow
 

@@ -36,6 +36,7 @@ from typing import Any
 
 import click
 
+from .budget import detect_budget
 from .config import X264_PRESETS, EncoderSettings, LadderPolicy, TranscodeConfig
 from .decode import video_filters
 from .encode import x264_options
@@ -44,8 +45,8 @@ from .ladder import plan_ladder
 from .locations import S3Location, StorageConfig, StorageError, is_s3_uri
 from .models import Ladder, Progress, SourceInfo, TranscodeResult
 from .probe import probe
-from .profiles import detect_budget, plan_threads
 from .run import open_source, transcode
+from .threadplan import plan_threads
 
 EXIT_OK = 0
 EXIT_USAGE = 2

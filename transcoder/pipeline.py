@@ -37,8 +37,8 @@ from .models import AudioPlan, Ladder, Progress, RenditionResult, SourceInfo
 from .output import OutputSink
 from .poster import PosterPicker
 from .probe import Source
-from .profiles import ThreadPlan
 from .segmenter import HlsSegmenter
+from .threadplan import ThreadPlan
 from .threads import lower_thread_priority, name_os_thread
 
 MASTER = "master.m3u8"

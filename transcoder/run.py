@@ -13,6 +13,7 @@ from typing import IO, TYPE_CHECKING, Any, cast
 
 import psutil
 
+from .budget import detect_budget
 from .config import TranscodeConfig
 from .errors import OutputError
 from .ladder import plan_ladder
@@ -21,7 +22,7 @@ from .models import TranscodeResult
 from .output import LocalDirectory, OutputSink
 from .pipeline import ProgressSink, run_ladder
 from .probe import Source, probe
-from .profiles import detect_budget, plan_threads
+from .threadplan import plan_threads
 
 if TYPE_CHECKING:
     from .storage import S3Client

@@ -1,4 +1,5 @@
-"""Tests for ``transcoder.profiles``: CPU identification, CPU budget, thread plan, platform profile.
+"""CPU identification, CPU budget, platform profile and thread plan (``transcoder.cpuinfo``, ``.budget``,
+``.platform_profile``, ``.threadplan``), and the Batch packing hint (``deploy.packing``).
 
 Sample ``/proc/cpuinfo`` files and cgroup trees live under ``tests/data/`` (their
 READMEs say which machine each one stands for).
@@ -14,25 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from deploy.packing import jobs_per_instance, read_memory_mib
+from transcoder.budget import CpuBudget, detect_budget
 from transcoder.cli import jsonable
+from transcoder.cpuinfo import PLATFORMS, CpuInfo, detect_cpu, parse_cpuinfo
 from transcoder.models import Ladder, Rung
-from transcoder.profiles import (
-    BACKGROUND_NICE,
-    MIN_X264_THREADS,
-    PLATFORMS,
-    THROUGHPUT_JOB_VCPUS,
-    CpuBudget,
-    CpuInfo,
-    build_profile,
-    cgroup_cpu_quota,
-    detect_budget,
-    detect_cpu,
-    jobs_per_instance,
-    parse_cpuinfo,
-    plan_threads,
-    read_memory_mib,
-    x264_thread_cap,
-)
+from transcoder.platform_profile import build_profile
+from transcoder.threadplan import BACKGROUND_NICE, MIN_X264_THREADS, plan_threads, x264_thread_cap
 
 DATA = Path(__file__).parent / "data"
 CPUINFO = DATA / "cpuinfo"
@@ -215,12 +204,11 @@ def test_default_affinity_is_the_process_mask(tmp_path: Path) -> None:
 
 def test_cgroup_v2_quota_applies_from_an_ancestor() -> None:
     root = CGROUP / "v2-host-nested"
-    found = cgroup_cpu_quota(root, proc_self_cgroup=root / "proc-self-cgroup")
-    assert found is not None
-    assert found[:2] == (4.0, "cgroup v2 cpu.max")
-    assert (
-        cgroup_cpu_quota(CGROUP / "v2-no-quota", proc_self_cgroup=CGROUP / "v2-no-quota" / "proc-self-cgroup") is None
-    )
+    found = detect_budget(cgroup_root=root, affinity=64, proc_self_cgroup=root / "proc-self-cgroup")
+    assert (found.cores, found.source) == (4, "cgroup v2 cpu.max")
+    unlimited = CGROUP / "v2-no-quota"
+    found = detect_budget(cgroup_root=unlimited, affinity=64, proc_self_cgroup=unlimited / "proc-self-cgroup")
+    assert (found.cores, found.source) == (64, "affinity")
 
 
 def test_tighter_ancestor_limit_wins(tmp_path: Path) -> None:
@@ -281,7 +269,6 @@ def test_two_vcpu_job_on_a_64_core_graviton() -> None:
     floor = MIN_X264_THREADS
     assert plan.encoder_threads == {"1080p": 1, "720p": 1, "480p": floor, "360p": floor}
     assert plan.profile is not None
-    assert plan.profile.jobs_per_instance_hint == 64 // THROUGHPUT_JOB_VCPUS
     lines = plan.describe()
     assert lines[0].startswith("cpu budget: 2 core(s) from cgroup v2 cpu.max")
     assert any(line.startswith("profile: cpu: graviton3 (Neoverse V1, CPU part 0xd40)") for line in lines)
@@ -291,7 +278,6 @@ def test_two_vcpu_job_on_a_64_core_graviton() -> None:
         for line in lines
     )
     assert any(line.startswith("priority: 720p, 480p, 360p at nice +19: 1080p is the critical path") for line in lines)
-    assert any("throughput mode: ~32 job(s)" in line for line in lines)
     assert not plan.x264_lookahead_thread
     assert any(line.startswith("lookahead: sync-lookahead=0: 0.50 core(s) per rung") for line in lines)
 
@@ -323,7 +309,6 @@ def test_plan_is_json_ready() -> None:
     assert payload["encoder_threads"]["1080p"] == 2  # 4 x 57% = 2.28 cores, 1.94 after decode's share
     assert payload["encoder_nice"] == BACKGROUND_BELOW_1080P
     assert payload["profile"]["cpu"]["platform"] == "x86"
-    assert payload["profile"]["x264_params_extra"] == {}
 
 
 # --- Platform profile ---------------------------------------------------------------------------------------------
@@ -342,7 +327,6 @@ def test_plan_is_json_ready() -> None:
 def test_profile_keeps_the_preset_and_adds_no_unmeasured_params(sample: str, machine: str, simd_words: str) -> None:
     profile = build_profile(CpuBudget(cores=2, source="override"), cpu=cpu(sample, machine))
     assert profile.preset == "veryfast"
-    assert profile.x264_params_extra == {}
     reasons = " ".join(profile.reasons)
     assert simd_words in reasons
     assert "no per-platform measurement" in reasons
@@ -364,17 +348,13 @@ def test_jobs_per_instance(host_vcpus: int, memory: int | None, jobs: int) -> No
     assert f"{host_vcpus} vCPU" in reason
 
 
-def test_jobs_hint_without_cpuinfo_uses_the_budget() -> None:
-    profile = build_profile(CpuBudget(cores=8, source="override"), cpu=parse_cpuinfo("", "aarch64"))
-    assert profile.jobs_per_instance_hint == 4
-
-
 def test_read_memory_mib(tmp_path: Path) -> None:
     (tmp_path / "meminfo").write_text("MemTotal:       16252928 kB\nMemFree:         1000 kB\n")
     assert read_memory_mib(tmp_path / "meminfo") == 15872
     assert read_memory_mib(tmp_path / "missing") is None
 
 
-def test_profiles_reads_no_environment() -> None:
-    source = (Path(__file__).parent.parent / "transcoder" / "profiles.py").read_text()
+@pytest.mark.parametrize("module", ["cpuinfo", "budget", "platform_profile", "threadplan"])
+def test_the_platform_modules_read_no_environment(module: str) -> None:
+    source = (Path(__file__).parent.parent / "transcoder" / f"{module}.py").read_text()
     assert "os.environ" not in source and "getenv" not in source
