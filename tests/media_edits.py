@@ -20,6 +20,7 @@ an interrupted upload.
 
 from __future__ import annotations
 
+import struct
 import subprocess
 from fractions import Fraction
 from pathlib import Path
@@ -34,6 +35,7 @@ from tests.media import mp4_top_level_boxes
 __all__ = [
     "MARKER_BITS",
     "cut_mdat",
+    "end_edit_early",
     "ffmpeg",
     "is_flash",
     "make_marked_clip",
@@ -151,6 +153,48 @@ def trim(path: Path, src: Path, start_s: float, *, extra: tuple[str, ...] = ()) 
     path.parent.mkdir(parents=True, exist_ok=True)
     ffmpeg("-ss", f"{start_s:.3f}", "-i", str(src), "-c", "copy", *extra, str(path))
     return path
+
+
+def _children(data: bytes | bytearray, start: int, end: int) -> list[tuple[str, int, int]]:
+    """Boxes between ``start`` and ``end`` as ``(type, offset, size)`` (32-bit sizes only)."""
+    boxes = []
+    pos = start
+    while pos + 8 <= end:
+        size, kind = struct.unpack_from(">I4s", data, pos)
+        if size < 8 or pos + size > end:
+            raise ValueError(f"bad box at {pos}")
+        boxes.append((kind.decode("latin-1"), pos, size))
+        pos += size
+    return boxes
+
+
+def end_edit_early(path: Path, src: Path, show_s: float) -> Path:
+    """``src`` with its video edit shortened to ``show_s`` seconds (a trim of the end, too).
+
+    Rewrites the ``segment_duration`` of the video track's single-entry,
+    version-0 ``elst`` in place, as QuickTime does when it trims both ends
+    without re-encoding: the frames after the edit stay in the file, hidden.
+    """
+    data = bytearray(src.read_bytes())
+    moov = next(b for b in _children(data, 0, len(data)) if b[0] == "moov")
+    inside = _children(data, moov[1] + 8, moov[1] + moov[2])
+    mvhd = next(b for b in inside if b[0] == "mvhd")
+    (timescale,) = struct.unpack_from(">I", data, mvhd[1] + 8 + 4 + 8)  # version 0: after the two times
+    for _, trak, trak_size in (b for b in inside if b[0] == "trak"):
+        parts = {k: (o, n) for k, o, n in _children(data, trak + 8, trak + trak_size)}
+        mdia = {k: (o, n) for k, o, n in _children(data, parts["mdia"][0] + 8, sum(parts["mdia"]))}
+        if data[mdia["hdlr"][0] + 16 : mdia["hdlr"][0] + 20] != b"vide" or "edts" not in parts:
+            continue
+        edts = parts["edts"]
+        _, elst, _ = next(b for b in _children(data, edts[0] + 8, sum(edts)) if b[0] == "elst")
+        version, count = data[elst + 8], struct.unpack_from(">I", data, elst + 12)[0]
+        if version != 0 or count != 1:
+            raise ValueError(f"{src}: expected one version-0 edit, got version {version} with {count}")
+        struct.pack_into(">I", data, elst + 16, round(show_s * timescale))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(bytes(data))
+        return path
+    raise ValueError(f"{src} has no edited video track")
 
 
 def cut_mdat(path: Path, src: Path, keep_fraction: float) -> Path:

@@ -25,7 +25,7 @@ import pytest
 
 import transcoder
 from tests.media import make_clip, make_truncated_faststart
-from tests.media_edits import cut_mdat, is_flash, make_marked_clip, read_marker, trim
+from tests.media_edits import cut_mdat, end_edit_early, is_flash, make_marked_clip, read_marker, trim
 from transcoder import EncoderSettings, InputError, SourceInfo, TranscodeConfig
 from transcoder.decode import Decoder
 
@@ -183,6 +183,19 @@ def test_audio_and_video_stay_in_sync(transcoded: Callable[[str], Output], kind:
     # falls inside an AAC frame (1024 samples, 21 ms), so the edit's skip
     # samples must be honoured too, not only its dropped packets.
     assert onset_s(output) == pytest.approx(flashes[0], abs=0.005)
+
+
+def test_an_edit_that_also_hides_the_end(trimmed: Callable[[str], Path], media: Path) -> None:
+    # Both ends trimmed (QuickTime style): the edit shows 1.0 s from 0.5 s,
+    # frames 15..44; the 15 after it stay in the file, hidden like the first 15.
+    path = end_edit_early(media / "both-ends.mp4", trimmed("mp4"), show_s=1.0)
+    info = transcoder.probe(path)
+    assert (info.video.frame_count, info.video.shown_frames) == (SOURCE_FRAMES, 30)
+    assert info.video.duration_s == pytest.approx(1.0, abs=FRAME_S)
+    out = media / "out-both-ends"
+    output = read_output(out, transcoder.transcode(path, out, config=config()))
+    assert [read_marker(frame) for frame in output.frames] == list(range(FIRST_SHOWN, FIRST_SHOWN + 30))
+    assert output.extinf_s == pytest.approx(1.0, abs=FRAME_S)
 
 
 # ----------------------------------------------------------------------------- real truncation
