@@ -182,7 +182,12 @@ def probe(source: Source, *, limits: Limits | None = None) -> SourceInfo:
 
     Cost: demuxes a few seconds of packets and decodes the first video frame
     (which also proves that the stream decodes). Safety limits are checked
-    here, before any full decode.
+    here, before any full decode. For an mp4/mov it also walks the index the
+    demuxer built from the ``moov`` box (no extra reads, ~0.5 us a sample:
+    ~30 ms for 10 min of 60 fps video with audio) to count the frames an edit
+    list shows and to find samples past the end of the file; a source cut
+    short is described (``index_gap``), and the decoder refuses it before
+    decoding anything.
     """
     limits = limits or Limits()
     where = _describe(source)
