@@ -30,8 +30,10 @@ AudioSink = Callable[[av.AudioFrame, Fraction], None]
 # them; a file that keeps failing is broken, not damaged.
 _MAX_DECODE_ERRORS = 25
 # A file whose frames stop this much before its declared end was cut short.
-# Edit lists and dropped leading B-frames explain a few frames or a fraction of
-# a second, never more.
+# Dropped leading B-frames and rounding explain a few frames or a fraction of
+# a second, never more. (Frames an edit list hides are not expected at all:
+# the declared duration is the edited one, and ``VideoInfo.shown_frames``
+# leaves them out of the count.)
 _TRUNCATION_TOLERANCE_S = 1.0
 _TRUNCATION_TOLERANCE = 0.005
 _MISSING_FRAMES_TOLERANCE = 3
@@ -66,6 +68,7 @@ class Decoder:
         self._pending_audio: list[tuple[av.AudioFrame, Fraction]] = []
 
     def run(self) -> None:
+        self._check_index()
         with open_input(self.source) as container:
             vstream = container.streams[self.info.video.index]
             vcc = vstream.codec_context
@@ -174,13 +177,37 @@ class Decoder:
             if self.on_audio is not None:
                 self.on_audio(frame, time - self.origin)
 
+    def _check_index(self) -> None:
+        """Refuse, before decoding anything, a source whose index points past its end."""
+        gap = self.info.index_gap
+        if gap is not None:
+            raise InputError(
+                "input is truncated",
+                context={
+                    "stream": gap.stream,
+                    "missing_samples": gap.missing_samples,
+                    "indexed_samples": gap.indexed_samples,
+                    "indexed_end_bytes": gap.indexed_end_bytes,
+                    "size_bytes": gap.size_bytes,
+                },
+            )
+
     def _check_complete(self) -> None:
+        """Refuse a source whose frames stopped coming before its index or duration says.
+
+        Frames an edit list hides are decoded (a trim may start mid-GOP) but
+        never returned by the decoder, so they are left out of the count.
+        """
         if self.origin is None:
             raise InputError("input has no decodable video frame")
         indexed = self.info.video.frame_count
-        if indexed and indexed - self.frames_decoded > max(_MISSING_FRAMES_TOLERANCE, indexed * _TRUNCATION_TOLERANCE):
+        shown = self.info.video.shown_frames
+        expected = shown if shown is not None else indexed
+        missing = (expected or 0) - self.frames_decoded
+        if expected and missing > max(_MISSING_FRAMES_TOLERANCE, expected * _TRUNCATION_TOLERANCE):
             raise InputError(
-                "input is truncated", context={"indexed_frames": indexed, "decoded_frames": self.frames_decoded}
+                "input is truncated",
+                context={"indexed_frames": indexed, "shown_frames": expected, "decoded_frames": self.frames_decoded},
             )
         declared = self.info.video.duration_s or self.info.duration_s
         decoded = float(self.video_end_s)

@@ -29,6 +29,10 @@ class VideoInfo:
     bit_depth: int
     chroma_subsampling: str  # "420", "422", "444" or "other"
     field_order: str  # "progressive", "tt", "bb", "tb", "bt" or "unknown"
+    # Frames a player shows: an edit list (a file trimmed without re-encoding)
+    # hides frames the file still holds, and ``frame_count`` counts those too.
+    # None when the container's index does not list every frame.
+    shown_frames: int | None = None
     start_s: float
     duration_s: float | None
     frame_count: int | None
@@ -52,6 +56,21 @@ class AudioInfo:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class IndexGap:
+    """Samples the container's index lists in bytes the file does not hold: it was cut short.
+
+    Seen before decoding: the index (an mp4's sample table) gives every
+    sample's byte offset and size, and the file ends before some of them.
+    """
+
+    stream: str  # "video" or "audio": the first stream found missing samples
+    missing_samples: int  # samples of that stream that end past the end of the file
+    indexed_samples: int  # samples of that stream in the index
+    indexed_end_bytes: int  # where the last indexed sample (video or audio) ends
+    size_bytes: int  # the file's size
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SourceInfo:
     """What ``probe`` learned about a source."""
 
@@ -62,6 +81,7 @@ class SourceInfo:
     video: VideoInfo
     audio: AudioInfo | None
     stream_count: int
+    index_gap: IndexGap | None = None  # set when the index points past the end of the file
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -15,6 +15,7 @@ Any one of these blocks the known attacks; together they leave no path.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import io
 import itertools
@@ -30,7 +31,7 @@ import av.container
 
 from .config import Limits
 from .errors import InputError, LimitExceededError, TranscodeError, UnsupportedInputError
-from .models import AudioInfo, SourceInfo, VideoInfo
+from .models import AudioInfo, IndexGap, SourceInfo, VideoInfo
 
 #: Demuxers a real upload can need. Anything else (hls, concat, image2, the
 #: *_pipe image demuxers, tty, lavfi, data ...) is refused before probing.
@@ -53,6 +54,10 @@ _NO_PROTOCOL = "none"
 # encoding can start: 180 packets of a 45 Mb/s upload were ~34 MB, ~17 s at
 # 16 Mb/s (bench.transfer). 48 packets (1.6 s at 30 fps) still show VFR.
 _PROBE_PACKETS = 48
+# Samples of a stream that may lie past the end of the file before it counts
+# as cut short: the decoder's own rule (decode.py) for frames that never came.
+_MISSING_SAMPLES_TOLERANCE = 3
+_MISSING_SAMPLES_SHARE = 0.005
 
 
 class _NamelessReader(io.RawIOBase):
@@ -177,7 +182,12 @@ def probe(source: Source, *, limits: Limits | None = None) -> SourceInfo:
 
     Cost: demuxes a few seconds of packets and decodes the first video frame
     (which also proves that the stream decodes). Safety limits are checked
-    here, before any full decode.
+    here, before any full decode. For an mp4/mov it also walks the index the
+    demuxer built from the ``moov`` box (no extra reads, ~0.5 us a sample:
+    ~30 ms for 10 min of 60 fps video with audio) to count the frames an edit
+    list shows and to find samples past the end of the file; a source cut
+    short is described (``index_gap``), and the decoder refuses it before
+    decoding anything.
     """
     limits = limits or Limits()
     where = _describe(source)
@@ -194,7 +204,20 @@ def _size_of(source: Source) -> int | None:
             return os.stat(source).st_size
         except OSError:
             return None
-    return getattr(source, "size", None)
+    size = getattr(source, "size", None)  # an object-storage reader knows it from its HEAD
+    if isinstance(size, int):
+        return size
+    # A caller's seekable file: its end is one seek away (no read), and the
+    # size lets the index be checked for a cut-short file before decoding.
+    try:
+        if not source.seekable():
+            return None
+        here = source.tell()
+        end = source.seek(0, io.SEEK_END)
+        source.seek(here)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return end
 
 
 def _probe_container(
@@ -258,6 +281,7 @@ def _probe_container(
         bit_depth=bit_depth,
         chroma_subsampling=_chroma(fmt),
         field_order=_field_order(cc.field_order, first_frame.interlaced_frame),
+        shown_frames=_shown_frames(container, vstream),
         start_s=_start_s(vstream),
         duration_s=_stream_duration_s(vstream),
         frame_count=vstream.frames or None,
@@ -284,7 +308,66 @@ def _probe_container(
         video=video,
         audio=audio,
         stream_count=len(streams),
+        index_gap=_index_gap(container, [vstream] if audio is None else [vstream, astream], size),
     )
+
+
+def _has_sample_table(container: av.container.InputContainer) -> bool:
+    # The mov/mp4 demuxer builds its index from the sample table: every
+    # sample with its byte offset and size, frames an edit list hides marked
+    # "discard". Other demuxers index only some packets (Matroska: keyframes
+    # from the cues) or none, so nothing below is read from theirs.
+    return container.format.name.split(",")[0] == "mov"
+
+
+def _shown_frames(container: av.container.InputContainer, vstream: Any) -> int | None:
+    """Frames of ``vstream`` that are shown: indexed frames an edit list does not hide.
+
+    None when the index does not list every frame (not an mp4/mov, or a
+    fragmented mp4, whose index grows as fragments are read). Reads only the
+    index FFmpeg built from the ``moov`` box it already read: no I/O. Costs
+    ~0.5 us per sample (measured: 64k samples in 33 ms).
+    """
+    if not _has_sample_table(container) or not vstream.frames:
+        return None
+    entries = vstream.index_entries
+    if len(entries) == 0:
+        return None
+    return sum(1 for entry in entries if not entry.is_discard)
+
+
+def _index_gap(container: av.container.InputContainer, streams: list[Any], size: int | None) -> IndexGap | None:
+    """Where the index lists samples past the end of the file (a cut upload), else None.
+
+    Checked for the streams the engine uses (an auxiliary track with a bad
+    offset does not spoil the upload). A stream is cut short when more of its
+    samples end past the end of the file than the decoder would forgive as
+    missing frames (a few, or 0.5%). Needs the file's size (None: not checked;
+    the decoder still counts what it gets). No I/O: the index is already read.
+    """
+    if size is None or not _has_sample_table(container):
+        return None
+    gap: IndexGap | None = None
+    indexed_end = 0
+    for stream in streams:
+        entries = stream.index_entries
+        missing = 0
+        for entry in entries:
+            end = entry.pos + entry.size
+            indexed_end = max(indexed_end, end)
+            if entry.pos >= 0 and end > size:
+                missing += 1
+        if gap is None and missing > max(_MISSING_SAMPLES_TOLERANCE, len(entries) * _MISSING_SAMPLES_SHARE):
+            gap = IndexGap(
+                stream=stream.type,
+                missing_samples=missing,
+                indexed_samples=len(entries),
+                indexed_end_bytes=0,
+                size_bytes=size,
+            )
+    if gap is None:
+        return None
+    return dataclasses.replace(gap, indexed_end_bytes=indexed_end)
 
 
 def _is_attached_picture(stream: av.video.stream.VideoStream) -> bool:
