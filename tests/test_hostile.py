@@ -197,16 +197,10 @@ def test_directory(hostile_dir: Path, tmp_path: Path) -> None:
     assert_refused(folder, tmp_path / "out", InputError, "directory")
 
 
-def test_truncated_faststart_is_caught_while_decoding(hostile_dir: Path, tmp_path: Path) -> None:
+def test_truncated_faststart_is_refused_from_its_index(hostile_dir: Path, tmp_path: Path) -> None:
     path = make_truncated_faststart(hostile_dir / "cut-faststart.mp4")
-    # The index survives, so the probe may accept it; the decoder finds the frames missing.
-    info = transcoder.probe(path)
-    assert info.duration_s == pytest.approx(2.0, abs=0.05)
-    outdir = tmp_path / "out"
-    with pytest.raises(InputError, match="truncated") as caught:
-        transcoder.transcode(path, outdir, config=config_with())
-    assert_clear(caught.value)
-    assert_nothing_written(outdir)
+    # The index survives and points past the end of the file: refused before decoding.
+    assert_refused(path, tmp_path / "out", InputError, "truncated")
 
 
 # ----------------------------------------------------------------------------- references to other resources

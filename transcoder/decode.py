@@ -68,7 +68,6 @@ class Decoder:
         self._pending_audio: list[tuple[av.AudioFrame, Fraction]] = []
 
     def run(self) -> None:
-        self._check_index()
         with open_input(self.source) as container:
             vstream = container.streams[self.info.video.index]
             vcc = vstream.codec_context
@@ -176,21 +175,6 @@ class Decoder:
         for frame, time in pending:
             if self.on_audio is not None:
                 self.on_audio(frame, time - self.origin)
-
-    def _check_index(self) -> None:
-        """Refuse, before decoding anything, a source whose index points past its end."""
-        gap = self.info.index_gap
-        if gap is not None:
-            raise InputError(
-                "input is truncated",
-                context={
-                    "stream": gap.stream,
-                    "missing_samples": gap.missing_samples,
-                    "indexed_samples": gap.indexed_samples,
-                    "indexed_end_bytes": gap.indexed_end_bytes,
-                    "size_bytes": gap.size_bytes,
-                },
-            )
 
     def _check_complete(self) -> None:
         """Refuse a source whose frames stopped coming before its index or duration says.

@@ -56,21 +56,6 @@ class AudioInfo:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class IndexGap:
-    """Samples the container's index lists in bytes the file does not hold: it was cut short.
-
-    Seen before decoding: the index (an mp4's sample table) gives every
-    sample's byte offset and size, and the file ends before some of them.
-    """
-
-    stream: str  # "video" or "audio": the first stream found missing samples
-    missing_samples: int  # samples of that stream that end past the end of the file
-    indexed_samples: int  # samples of that stream in the index
-    indexed_end_bytes: int  # where the last indexed sample (video or audio) ends
-    size_bytes: int  # the file's size
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class SourceInfo:
     """What ``probe`` learned about a source."""
 
@@ -81,7 +66,6 @@ class SourceInfo:
     video: VideoInfo
     audio: AudioInfo | None
     stream_count: int
-    index_gap: IndexGap | None = None  # set when the index points past the end of the file
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

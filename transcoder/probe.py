@@ -15,7 +15,6 @@ Any one of these blocks the known attacks; together they leave no path.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import io
 import itertools
@@ -31,7 +30,7 @@ import av.container
 
 from .config import Limits
 from .errors import InputError, LimitExceededError, TranscodeError, UnsupportedInputError
-from .models import AudioInfo, IndexGap, SourceInfo, VideoInfo
+from .models import AudioInfo, SourceInfo, VideoInfo
 
 #: Demuxers a real upload can need. Anything else (hls, concat, image2, the
 #: *_pipe image demuxers, tty, lavfi, data ...) is refused before probing.
@@ -185,9 +184,8 @@ def probe(source: Source, *, limits: Limits | None = None) -> SourceInfo:
     here, before any full decode. For an mp4/mov it also walks the index the
     demuxer built from the ``moov`` box (no extra reads, ~0.5 us a sample:
     ~30 ms for 10 min of 60 fps video with audio) to count the frames an edit
-    list shows and to find samples past the end of the file; a source cut
-    short is described (``index_gap``), and the decoder refuses it before
-    decoding anything.
+    list shows and to find samples past the end of the file: a source cut
+    short is refused here, before any decoding.
     """
     limits = limits or Limits()
     where = _describe(source)
@@ -249,6 +247,7 @@ def _probe_container(
     if duration_s is not None and duration_s > limits.max_duration_s:
         raise LimitExceededError("input is too long", context={"path": where, "duration_s": round(duration_s, 1)})
 
+    _check_index(container, [vstream] if astream is None else [vstream, astream], size, where)
     first_frame, packet_times = _first_frame_and_times(container, vstream, where)
     fps, is_vfr = _frame_rate(vstream, packet_times)
     if fps > limits.max_fps:
@@ -308,7 +307,6 @@ def _probe_container(
         video=video,
         audio=audio,
         stream_count=len(streams),
-        index_gap=_index_gap(container, [vstream] if audio is None else [vstream, astream], size),
     )
 
 
@@ -336,8 +334,8 @@ def _shown_frames(container: av.container.InputContainer, vstream: Any) -> int |
     return sum(1 for entry in entries if not entry.is_discard)
 
 
-def _index_gap(container: av.container.InputContainer, streams: list[Any], size: int | None) -> IndexGap | None:
-    """Where the index lists samples past the end of the file (a cut upload), else None.
+def _check_index(container: av.container.InputContainer, streams: list[Any], size: int | None, where: str) -> None:
+    """Refuse a source whose index lists samples past the end of the file (a cut upload).
 
     Checked for the streams the engine uses (an auxiliary track with a bad
     offset does not spoil the upload). A stream is cut short when more of its
@@ -346,28 +344,23 @@ def _index_gap(container: av.container.InputContainer, streams: list[Any], size:
     the decoder still counts what it gets). No I/O: the index is already read.
     """
     if size is None or not _has_sample_table(container):
-        return None
-    gap: IndexGap | None = None
-    indexed_end = 0
+        return
+    indexed_end = max((e.pos + e.size for s in streams for e in s.index_entries), default=0)
     for stream in streams:
         entries = stream.index_entries
-        missing = 0
-        for entry in entries:
-            end = entry.pos + entry.size
-            indexed_end = max(indexed_end, end)
-            if entry.pos >= 0 and end > size:
-                missing += 1
-        if gap is None and missing > max(_MISSING_SAMPLES_TOLERANCE, len(entries) * _MISSING_SAMPLES_SHARE):
-            gap = IndexGap(
-                stream=stream.type,
-                missing_samples=missing,
-                indexed_samples=len(entries),
-                indexed_end_bytes=0,
-                size_bytes=size,
+        missing = sum(1 for e in entries if e.pos >= 0 and e.pos + e.size > size)
+        if missing > max(_MISSING_SAMPLES_TOLERANCE, len(entries) * _MISSING_SAMPLES_SHARE):
+            raise InputError(
+                "input is truncated",
+                context={
+                    "path": where,
+                    "stream": stream.type,
+                    "missing_samples": missing,
+                    "indexed_samples": len(entries),
+                    "indexed_end_bytes": indexed_end,
+                    "size_bytes": size,
+                },
             )
-    if gap is None:
-        return None
-    return dataclasses.replace(gap, indexed_end_bytes=indexed_end)
 
 
 def _is_attached_picture(stream: av.video.stream.VideoStream) -> bool:
