@@ -8,6 +8,7 @@ rungs with different frame rates share one decode.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from fractions import Fraction
 
@@ -15,7 +16,7 @@ import av
 from av.video.frame import PictureType
 
 from .bitstream import avc_codecs_tag
-from .errors import MediaError
+from .errors import CancelledError, MediaError
 from .models import Ladder, Rung
 from .scale import Scaler
 from .segmenter import HlsSegmenter, exact_segment_s
@@ -81,10 +82,31 @@ class CfrSlots:
         slots (a 60 fps source's last frame in a 30 fps rung); an output has
         at least one frame.
         """
-        total = max(self.next_slot if self.next_slot > 0 else 1, round(end_s * self.fps))
+        total = max(self.next_slot, frames_until(end_s, self.fps))
         count = total - self.next_slot
         self.next_slot = total
         return count
+
+
+def frames_until(end_s: Fraction, fps: Fraction) -> int:
+    """Frames an output at ``fps`` has when the timeline ends at ``end_s`` (at least one)."""
+    return max(1, round(end_s * fps))
+
+
+def segments_until(end_s: Fraction, fps: Fraction, segment_s: float) -> int:
+    """Segments a rendition at ``fps`` cut every ``segment_s`` has when the timeline ends at ``end_s``.
+
+    ``segment_s`` is a whole number of frames (:func:`rung_segment_s`): the
+    muxer cuts at each keyframe on a multiple of it, so a rendition with ``n``
+    frames has ``ceil(n / frames per segment)`` segments.
+    """
+    per_segment = max(1, round(Fraction(segment_s) * fps))
+    return -(-frames_until(end_s, fps) // per_segment)
+
+
+# A held last frame is encoded again and again; look at the cancel flag this
+# often (frames) so a long hold stops promptly.
+_HOLD_CANCEL_CHECK = 64
 
 
 class RungEncoder:
@@ -141,19 +163,27 @@ class RungEncoder:
             self._emit(self._pending, repeat)
         self._pending = frame
 
-    def finish(self, end_s: Fraction) -> None:
-        """Fill the output up to ``end_s``, flush the encoder and close the muxer."""
+    def finish(self, end_s: Fraction, *, cancel: threading.Event | None = None) -> None:
+        """Fill the output up to ``end_s``, flush the encoder and close the muxer.
+
+        ``end_s`` may lie far past the last frame (audio that outlasts the
+        video): the last frame is held, scaled once and encoded again for every
+        remaining slot, so memory does not grow with the hold. ``cancel``
+        stops a long hold (:class:`CancelledError`).
+        """
         if self._pending is not None:
-            self._emit(self._pending, self.slots.slots_until_end(end_s))
+            self._emit(self._pending, self.slots.slots_until_end(end_s), cancel=cancel)
             self._pending = None
         self._encode(None)
         self.segmenter.close()
 
-    def _emit(self, source: av.VideoFrame, repeat: int) -> None:
+    def _emit(self, source: av.VideoFrame, repeat: int, *, cancel: threading.Event | None = None) -> None:
         if repeat <= 0:
             return
         frame = self.scaler.scale(source)
-        for _ in range(repeat):
+        for index in range(repeat):
+            if cancel is not None and index % _HOLD_CANCEL_CHECK == 0 and cancel.is_set():
+                raise CancelledError("stopped while holding the last frame", context={"rung": self.rung.name})
             slot = self.frames_out
             frame.pts = slot
             frame.time_base = self._time_base
@@ -212,4 +242,12 @@ def rung_segment_s(ladder: Ladder, rung: Rung) -> float:
     return exact_segment_s(ladder.segment_s, ladder.gop_s, rung.fps)
 
 
-__all__ = ["CfrSlots", "RungEncoder", "rung_segment_s", "scaling_parents", "x264_options"]
+__all__ = [
+    "CfrSlots",
+    "RungEncoder",
+    "frames_until",
+    "rung_segment_s",
+    "scaling_parents",
+    "segments_until",
+    "x264_options",
+]
