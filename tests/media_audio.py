@@ -38,9 +38,9 @@ def make_av_clip(
     """A clip with ``video_s`` seconds of H.264 video and ``audio_s`` seconds of AAC tone.
 
     Both streams start at 0. The video has ``round(video_s * fps)`` frames, the
-    audio ``round(audio_s * 48000)`` samples (the encoder's priming is shifted
-    out, so the first audio packet sits at 0 like the first frame). Packets are
-    interleaved by time, as a camera writes them.
+    audio ``round(audio_s * 48000)`` samples from 0 (the encoder's priming is
+    hidden by an edit list, as cameras write it). Packets are interleaved by
+    time.
     """
     if video_s <= 0 or audio_s <= 0:
         raise ValueError("both streams need a positive length")
@@ -55,17 +55,11 @@ def make_av_clip(
         video.codec_context.gop_size = fps
         audio = out.add_stream("aac", rate=_RATE, layout=_LAYOUT, options={"aac_coder": "fast"})
         assert isinstance(audio, AudioStream)
-        shift: list[int] = []
 
         def mux_audio(packets: list[av.Packet[Any]]) -> None:
+            # The priming packet keeps its negative pts: the mp4 muxer writes
+            # an edit list, so the stream decodes to exactly ``samples``.
             for packet in packets:
-                if packet.pts is None:
-                    continue
-                if not shift:
-                    shift.append(-packet.pts)  # the priming delay: start at 0
-                packet.pts += shift[0]
-                if packet.dts is not None:
-                    packet.dts += shift[0]
                 out.mux(packet)
 
         frame_index, sample = 0, 0
