@@ -28,6 +28,7 @@ import numpy.typing as npt
 import pytest
 
 import transcoder
+from tests.media import make_clip
 from tests.media_audio import make_av_clip
 from transcoder import (
     CancelledError,
@@ -302,3 +303,18 @@ def test_audio_segments_line_up_with_the_video(
 )
 def test_segments_until(end_s: Fraction, fps: Fraction, segment_s: float, segments: int) -> None:
     assert segments_until(end_s, fps, segment_s) == segments
+
+
+# ----------------------------------------------------------------------------- A/V start at 29.97 fps
+
+
+def test_audio_starts_with_the_video_at_ntsc_rates(tmp_path: Path) -> None:
+    # The timeline origin is a whole number of frames: 30 frames (1.001 s) at
+    # 29.97 fps. Audio placed at 1 s would start 1 ms early; at the 29 frames
+    # a truncated offset gave (0.968 s), video started 32 ms before the audio.
+    source = make_clip(tmp_path / "ntsc.mp4", fps=Fraction(30000, 1001), seconds=2.0)
+    run = transcode(source, tmp_path / "out")
+    audio_first = run.first_pts_s("audio")[0]
+    for rung in run.rungs:
+        # The first audio packet is the encoder's priming, one AAC frame early.
+        assert audio_first + AAC_FRAME_S == pytest.approx(run.first_pts_s(rung)[0], abs=1e-4), rung

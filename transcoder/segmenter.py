@@ -35,6 +35,9 @@ _EXTINF = re.compile(r"#EXTINF:([0-9.]+),")
 # The MPEG-TS muxer's delay budget, as the ffmpeg CLI sets it (-muxdelay 0.7):
 # without it every AAC frame becomes its own PES packet (+~37 kb/s per rung).
 _MAX_DELAY_US = 700_000
+# Larger than any encoder delay (x264 B-frames at the slowest presets, AAC
+# priming), so no rendition ever starts below zero.
+TIMELINE_OFFSET_S = Fraction(1)
 # Added to an audio rendition's hls_time: see HlsSegmenter.__post_init__. The
 # muxer reads hls_time in microseconds; the nudge adds up over k boundaries,
 # so the k-th cut stays within one AAC frame for k < 21 000 (23 h at 4 s).
@@ -101,6 +104,9 @@ class HlsSegmenter:
     segment_s: float
     segment_format: SegmentFormat = "ts"
     video: bool = True  # index I-frames (video renditions only)
+    # Where the timeline's origin lands in the output (see TIMELINE_OFFSET_S):
+    # an audio rendition takes the video's, timeline_origin_s(fps).
+    origin_s: Fraction = TIMELINE_OFFSET_S
     container: av.container.OutputContainer = field(init=False)
     segments: list[_ClosedSegment] = field(init=False, default_factory=list)
     init_uri: str | None = field(init=False, default=None)
@@ -185,7 +191,7 @@ class HlsSegmenter:
         # libavformat shifts each muxer by its own first DTS: renditions would
         # start at different times and audio would drift from video. One
         # common offset keeps every rendition on the same timeline.
-        offset = _timeline_offset(packet.time_base)
+        offset = _timeline_offset(packet.time_base, self.origin_s)
         if self._lead_s is None and packet.pts is not None and packet.time_base is not None:
             self._lead_s = max(Fraction(0), -packet.pts * Fraction(packet.time_base))
         if packet.pts is not None:
@@ -337,15 +343,22 @@ def _fmp4_iframes(data: bytes) -> list[tuple[int, int, int]]:
     return ranges
 
 
-# Larger than any encoder delay (x264 B-frames at the slowest presets, AAC
-# priming), so no rendition ever starts below zero.
-TIMELINE_OFFSET_S = Fraction(1)
+def timeline_origin_s(fps: Fraction) -> Fraction:
+    """Where a video rendition at ``fps`` puts the timeline's origin, in seconds.
+
+    The offset is a whole number of frames, so at 29.97 fps it is 30 frames,
+    1.001 s: audio must use this, not ``TIMELINE_OFFSET_S``, to start with
+    the video.
+    """
+    return Fraction(round(TIMELINE_OFFSET_S * fps)) / fps
 
 
-def _timeline_offset(time_base: Fraction | None) -> int:
+def _timeline_offset(time_base: Fraction | None, origin_s: Fraction) -> int:
     if time_base is None:
         raise MediaError("packet without a time base")
-    return int(TIMELINE_OFFSET_S / time_base)
+    # Rounded, not truncated: truncating put 29.97 fps video at 29 frames
+    # (0.968 s) and its audio at 1 s, 32 ms late.
+    return round(origin_s / time_base)
 
 
 def exact_segment_s(segment_s: float, gop_s: float, fps: Fraction) -> float:
