@@ -318,3 +318,14 @@ def test_audio_starts_with_the_video_at_ntsc_rates(tmp_path: Path) -> None:
     for rung in run.rungs:
         # The first audio packet is the encoder's priming, one AAC frame early.
         assert audio_first + AAC_FRAME_S == pytest.approx(run.first_pts_s(rung)[0], abs=1e-4), rung
+
+
+def test_matroska_audio_outlasting_the_video_is_not_a_truncation(tmp_path: Path) -> None:
+    # Matroska declares no per-stream duration: the container's (the audio's
+    # 6 s) is all the probe has, and 3 s of video is not a file cut short.
+    source = make_av_clip(tmp_path / "src.mkv", video_s=3.0, audio_s=6.0, container="matroska")
+    assert transcoder.probe(source).video.duration_s is None
+    run = transcode(source, tmp_path / "out")
+    assert sum(run.extinfs("audio")) == pytest.approx(6.0, abs=AAC_FRAME_S)
+    for rung in run.rungs:
+        assert sum(run.extinfs(rung)) == pytest.approx(6.0, abs=1 / FPS), rung

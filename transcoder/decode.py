@@ -216,7 +216,9 @@ class Decoder:
                 "input is truncated", context={"indexed_frames": indexed, "decoded_frames": self.frames_decoded}
             )
         declared = self.info.video.duration_s or self.info.duration_s
-        decoded = float(self.video_end_s)
+        # Without a video duration (Matroska, MPEG-TS) the container's is the
+        # longer stream's: audio that outlasts the video is not a truncation.
+        decoded = float(self.video_end_s if self.info.video.duration_s else max(self.video_end_s, self.audio_end_s))
         if declared and declared - decoded > max(_TRUNCATION_TOLERANCE_S, declared * _TRUNCATION_TOLERANCE):
             raise InputError(
                 "input is truncated", context={"declared_s": round(declared, 3), "decoded_s": round(decoded, 3)}
