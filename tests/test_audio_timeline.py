@@ -265,8 +265,10 @@ def test_a_long_hold_stops_when_cancelled(tmp_path: Path) -> None:
 
 
 # 4 s: the audio runs half a frame past the boundary at 4 s, where the video
-# ends; the muxer cuts a sliver there that must be folded back.
-@pytest.mark.parametrize("seconds", [8.0, 6.0, 7.5, 4.0])
+# ends; the muxer cuts a sliver there that must be folded back. 10 s: the
+# boundary at 8 s is a whole number of AAC frames (375), where a frame starts
+# exactly on it and must open the next segment, not close the previous one.
+@pytest.mark.parametrize("seconds", [8.0, 6.0, 7.5, 4.0, 10.0])
 @pytest.mark.parametrize("segment_format", ["ts", "fmp4"])
 def test_audio_segments_line_up_with_the_video(
     output: Callable[..., Output], seconds: float, segment_format: str
@@ -276,16 +278,20 @@ def test_audio_segments_line_up_with_the_video(
     audio_starts = run.first_pts_s("audio")
     for rung in run.rungs:
         video = run.extinfs(rung)
+        video_starts = run.first_pts_s(rung)
         assert len(audio) == len(video), (rung, audio, video)
-        # Playlist timelines: every boundary within one AAC frame.
-        for a, v in zip(itertools.accumulate(audio), itertools.accumulate(video), strict=True):
-            assert abs(a - v) <= AAC_FRAME_S + 1e-6, (rung, audio, video)
-        # Real timestamps: each audio segment starts with the AAC frame that
-        # covers the video segment's start (never after it). fMP4 places each
-        # track with an edit list in milliseconds: allow that rounding.
-        slack = 1e-3 if segment_format == "fmp4" else 1e-6
-        for a_start, v_start in zip(audio_starts, run.first_pts_s(rung), strict=True):
-            assert -AAC_FRAME_S - slack <= a_start - v_start <= slack, (rung, audio_starts)
+        # Playlist timelines: each boundary within one AAC frame, at or before
+        # the video's (the audio segment opens with the frame covering it).
+        boundaries = zip(itertools.accumulate(audio[:-1]), itertools.accumulate(video[:-1]), strict=True)
+        for a, v in boundaries:
+            assert -AAC_FRAME_S + 1e-5 < a - v <= 1e-5, (rung, audio, video)
+        # Real timestamps. The first audio packet is the encoder's priming, one
+        # frame before the video; fMP4 places each track with an edit list in
+        # milliseconds, which shifts the whole track by that rounding.
+        shift = audio_starts[0] + AAC_FRAME_S - video_starts[0]
+        assert abs(shift) <= (1e-3 if segment_format == "fmp4" else 1e-6), (rung, audio_starts, video_starts)
+        for a_start, v_start in zip(audio_starts[1:], video_starts[1:], strict=True):
+            assert -AAC_FRAME_S + 1e-6 < a_start - v_start - shift <= 1e-6, (rung, audio_starts, video_starts)
     # The last audio segment absorbs the remainder: no sliver after it.
     assert audio[-1] > 1.0
     assert sum(audio) == pytest.approx(seconds, abs=2 * AAC_FRAME_S)
