@@ -337,3 +337,19 @@ def test_matroska_audio_outlasting_the_video_is_not_a_truncation(tmp_path: Path)
     assert sum(run.extinfs("audio")) == pytest.approx(6.0, abs=AAC_FRAME_S)
     for rung in run.rungs:
         assert sum(run.extinfs(rung)) == pytest.approx(6.0, abs=1 / FPS), rung
+
+
+def test_poster_is_taken_from_the_video_not_from_the_held_tail(tmp_path: Path) -> None:
+    # 0.5 s of video under 6 s of audio: candidates along the container's 6 s
+    # (the first at 0.6 s) would all lie past the last frame, leaving only the
+    # first frame, which the picker never wants.
+    source = make_av_clip(tmp_path / "src.mp4", video_s=0.5, audio_s=6.0)
+    run = transcode(source, tmp_path / "out")
+    assert run.result.poster_uri is not None
+    with av.open(str(run.out / run.result.poster_uri), mode="r") as container:
+        poster = luma(next(container.decode(video=0)))
+    with av.open(str(source), mode="r") as container:
+        sources = [luma(f) for f in container.decode(video=0)]
+    assert poster.shape == sources[0].shape
+    nearest = min(range(len(sources)), key=lambda i: float(np.abs(sources[i] - poster).mean()))
+    assert nearest > 0
