@@ -353,3 +353,40 @@ def test_poster_is_taken_from_the_video_not_from_the_held_tail(tmp_path: Path) -
     assert poster.shape == sources[0].shape
     nearest = min(range(len(sources)), key=lambda i: float(np.abs(sources[i] - poster).mean()))
     assert nearest > 0
+
+
+@pytest.mark.parametrize("segment_format", ["ts", "fmp4"])
+def test_a_long_hold_is_spliced_from_still_gops(tmp_path: Path, segment_format: str) -> None:
+    # 1 s of video under 20 s of audio: 570 held slots, far more than the few
+    # GOPs below which the hold is encoded frame by frame. The default preset
+    # (B-frames, so a decode delay the copies must keep) and 2 s GOPs.
+    source = make_av_clip(tmp_path / "src.mp4", video_s=1.0, audio_s=20.0)
+    run = transcode(source, tmp_path / "out", segment_format=segment_format, encoder=EncoderSettings())
+    with av.open(str(source), mode="r") as container:
+        last_source = luma(list(container.decode(video=0))[-1])
+    gop = 2 * FPS
+    for rung in run.rungs:
+        assert len(run.extinfs(rung)) == len(run.extinfs("audio")) == 5, rung
+        with av.open(run.whole(rung), mode="r") as container:
+            stream = container.streams.video[0]
+            assert stream.time_base is not None
+            # (pts, dts, keyframe) in seconds, read while the demuxer is open
+            packets = [
+                (float(p.pts * stream.time_base), float(p.dts * stream.time_base), p.is_keyframe)
+                for p in container.demux(stream)
+                if p.size and p.pts is not None and p.dts is not None
+            ]
+        assert len(packets) == 20 * FPS
+        assert all(b[1] > a[1] for a, b in itertools.pairwise(packets))  # decoding order holds
+        first = min(pts for pts, _, _ in packets)
+        keyframes = sorted(round((pts - first) * FPS) for pts, _, key in packets if key)
+        assert keyframes == list(range(0, 20 * FPS, gop)), rung
+        frames = run.video_frames(rung)
+        assert len(frames) == 20 * FPS
+        if rung == "180p":  # the source's own size: compare with its last frame
+            for frame in frames[FPS - 1 :: 7]:
+                assert np.abs(luma(frame) - last_source).mean() < 3.0
+        # Every still GOP carries the SEI x264 writes at an encoder's first
+        # frame: more than one means the hold was spliced, not re-encoded.
+        data = b"".join((run.out / rung / s.uri).read_bytes() for s in run.playlist(rung).segments)
+        assert data.count(b"x264 - core") > 1, rung
