@@ -73,10 +73,14 @@ def encode_still_gop(
 ) -> StillGop | None:
     """Encode ``frames`` copies of ``frame`` as one closed GOP, like the codec context ``like``.
 
-    ``frame`` is already scaled to the rung's size and format; it is only
-    read (its pts, time base and picture type are set on a copy of the
-    reference). ``options`` are the rung's x264 options. Returns None if the
-    encoder yields no keyframe-first GOP of ``frames`` packets.
+    ``frame`` is already scaled to the rung's size and format; its pixels are
+    only read, its pts, time base and picture type are overwritten.
+    ``options`` are the rung's x264 options. Returns None if the encoder yields
+    no keyframe-first GOP of ``frames`` packets.
+
+    Memory: one more x264 context for the duration of the call, about 80 MB
+    at 1080p with its lookahead (measured: a 4-rung 1080p ladder's peak RSS
+    went from 463 to 631 MB during a long hold, once, not growing with it).
     """
     cc: Any = av.CodecContext.create("libx264", "w")
     for name in _COPIED:
