@@ -41,6 +41,7 @@ from transcoder import (
     TranscodeResult,
 )
 from transcoder.encode import RungEncoder, rung_segment_s, segments_until
+from transcoder.hold import encode_still_gop
 from transcoder.ladder import plan_ladder
 from transcoder.pipeline import run_ladder
 from transcoder.profiles import CpuBudget, plan_threads
@@ -390,3 +391,22 @@ def test_a_long_hold_is_spliced_from_still_gops(tmp_path: Path, segment_format: 
         # frame: more than one means the hold was spliced, not re-encoded.
         data = b"".join((run.out / rung / s.uri).read_bytes() for s in run.playlist(rung).segments)
         assert data.count(b"x264 - core") > 1, rung
+
+
+def test_a_still_gop_that_does_not_match_is_not_spliced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Parameter sets that differ from the rung's (other colour tags, another
+    # level): the copies would not decode as the rung's stream, so the rung
+    # encodes every held frame itself.
+    real = encode_still_gop
+
+    def foreign(*args: Any, **kwargs: Any) -> Any:
+        still = real(*args, **kwargs)
+        return dataclasses.replace(still, parameter_sets=b"\x67other") if still is not None else None
+
+    monkeypatch.setattr("transcoder.encode.encode_still_gop", foreign)
+    source = make_av_clip(tmp_path / "src.mp4", video_s=1.0, audio_s=12.0)
+    run = transcode(source, tmp_path / "out")
+    for rung in run.rungs:
+        assert len(run.video_frames(rung)) == 12 * FPS
+        data = b"".join((run.out / rung / s.uri).read_bytes() for s in run.playlist(rung).segments)
+        assert data.count(b"x264 - core") == 1, rung
