@@ -201,7 +201,7 @@ class RungEncoder:
         match falls back to encoding every slot.
         """
         gop = self.gop_frames
-        done = 0
+        # Smaller rungs scaling from this one (cascade) need every frame.
         if self.forward is not None or gop < 2 or count < _HOLD_COPY_MIN_GOPS * gop:
             self._emit(source, count, cancel=cancel)
             return False
