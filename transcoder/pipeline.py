@@ -38,7 +38,7 @@ from .output import OutputSink
 from .poster import PosterPicker
 from .probe import Source
 from .profiles import ThreadPlan
-from .segmenter import HlsSegmenter, timeline_origin_s
+from .segmenter import HlsSegmenter
 from .threads import lower_thread_priority, name_os_thread
 
 MASTER = "master.m3u8"
@@ -185,7 +185,7 @@ def run_ladder(
                     segment_s=audio_segment_s,
                     segment_format=config.segment_format,
                     video=False,
-                    origin_s=timeline_origin_s(ladder.rungs[0].fps),
+                    origin_fps=ladder.rungs[0].fps,
                 )
                 for plan in ladder.audio
             }

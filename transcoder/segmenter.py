@@ -104,9 +104,10 @@ class HlsSegmenter:
     segment_s: float
     segment_format: SegmentFormat = "ts"
     video: bool = True  # index I-frames (video renditions only)
-    # Where the timeline's origin lands in the output (see TIMELINE_OFFSET_S):
-    # an audio rendition takes the video's, timeline_origin_s(fps).
-    origin_s: Fraction = TIMELINE_OFFSET_S
+    # Where the timeline's origin lands in the output (see TIMELINE_OFFSET_S).
+    # An audio rendition passes the video's frame rate and takes the video's
+    # origin, timeline_origin_s(origin_fps): a whole number of frames.
+    origin_fps: Fraction | None = None
     container: av.container.OutputContainer = field(init=False)
     segments: list[_ClosedSegment] = field(init=False, default_factory=list)
     init_uri: str | None = field(init=False, default=None)
@@ -118,10 +119,13 @@ class HlsSegmenter:
     # kept from the sink until the next one closes, so a trailing sliver can
     # still be folded into the segment before it.
     _held: list[tuple[str, bytes]] = field(init=False, default_factory=list)
+    _origin_s: Fraction = field(init=False, default=TIMELINE_OFFSET_S)
     _closing: bool = field(init=False, default=False)
     _folded: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
+        if self.origin_fps is not None:
+            self._origin_s = timeline_origin_s(self.origin_fps)
         extension = "ts" if self.segment_format == "ts" else "m4s"
         # The muxer cuts at the first packet whose pts is at least a multiple
         # of hls_time after the first packet's. Audio's first packet is the
@@ -191,7 +195,7 @@ class HlsSegmenter:
         # libavformat shifts each muxer by its own first DTS: renditions would
         # start at different times and audio would drift from video. One
         # common offset keeps every rendition on the same timeline.
-        offset = _timeline_offset(packet.time_base, self.origin_s)
+        offset = _timeline_offset(packet.time_base, self._origin_s)
         if self._lead_s is None and packet.pts is not None and packet.time_base is not None:
             self._lead_s = max(Fraction(0), -packet.pts * Fraction(packet.time_base))
         if packet.pts is not None:
