@@ -37,14 +37,14 @@ from transcoder import (
     LocalDirectory,
     Progress,
     RungSpec,
+    SourceInfo,
     TranscodeConfig,
     TranscodeResult,
 )
 from transcoder.encode import RungEncoder, rung_segment_s, segments_until
 from transcoder.hold import encode_still_gop
 from transcoder.ladder import plan_ladder
-from transcoder.pipeline import run_ladder
-from transcoder.profiles import CpuBudget, plan_threads
+from transcoder.probe import probe
 from transcoder.segmenter import HlsSegmenter
 
 pytestmark = pytest.mark.slow
@@ -220,22 +220,20 @@ def test_video_that_outlasts_the_audio_gets_silence(output: Callable[..., Output
     assert len(run.extinfs("audio")) == len(run.extinfs(run.rungs[0])) == 2
 
 
-def test_audio_is_kept_only_to_the_probed_duration(tmp_path: Path) -> None:
+def test_audio_is_kept_only_to_the_probed_duration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A file that understates its length (here: a probe result cut to 3 s)
     # cannot make the rungs hold their last frame past what the duration
     # limit was checked on: audio past it (plus one second) is dropped.
+    def understated(source: Any, **kwargs: Any) -> SourceInfo:
+        return dataclasses.replace(probe(source, **kwargs), duration_s=3.0)
+
+    monkeypatch.setattr("transcoder.run.probe", understated)
     source = make_av_clip(tmp_path / "src.mp4", video_s=2.0, audio_s=6.0)
-    config = make_config()
-    info = dataclasses.replace(transcoder.probe(source), duration_s=3.0)
-    ladder = plan_ladder(info, config.ladder, gop_s=config.gop_s, segment_s=config.segment_s)
-    threads = plan_threads(ladder, CpuBudget(cores=2, source="override"), preset="ultrafast")
-    out = tmp_path / "out"
-    run_ladder(source, info, ladder, config=config, sink=LocalDirectory(out), threads=threads)
-    audio = m3u8.load(str(out / "audio" / "index.m3u8"))
-    assert sum(float(s.duration) for s in audio.segments) == pytest.approx(4.0, abs=2 * AAC_FRAME_S)
-    for rung in ladder.rungs:
-        video = m3u8.load(str(out / rung.name / "index.m3u8"))
-        assert sum(float(s.duration) for s in video.segments) == pytest.approx(4.0, abs=2 * AAC_FRAME_S)
+    run = transcode(source, tmp_path / "out")
+    assert run.result.source.duration_s == 3.0
+    assert sum(run.extinfs("audio")) == pytest.approx(4.0, abs=2 * AAC_FRAME_S)
+    for rung in run.rungs:
+        assert sum(run.extinfs(rung)) == pytest.approx(4.0, abs=2 * AAC_FRAME_S), rung
 
 
 def test_a_long_hold_stops_when_cancelled(tmp_path: Path) -> None:
