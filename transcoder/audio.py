@@ -5,7 +5,10 @@ so the audio is encoded and segmented once for the whole ladder, not once per
 rung. The output timeline starts at the first video frame: audio that starts
 later is preceded by silence, audio that starts earlier is trimmed, and gaps or
 overlaps of more than ``_SYNC_TOLERANCE_S`` inside the stream are filled with
-silence or dropped, so audio never drifts from the video.
+silence or dropped, so audio never drifts from the video. The timeline ends
+where the longer stream ends: audio that stops before the video is followed by
+silence (:meth:`AudioEncoder.finish`); audio that goes on is kept whole, the
+video holding its last frame.
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ class AudioEncoder:
             self._streams.append((plan, segmenter, stream))
         self.samples_out = 0  # at the output rate, silence included
         self._input_pos: Fraction | None = None  # where the next input frame should start
-        self._template: av.AudioFrame | None = None
+        # Sample format, layout and rate of the input, for the closing silence.
+        self._input_kind: tuple[str, str, int] = ("fltp", "stereo", self.rate)
 
     @property
     def encoded_s(self) -> float:
@@ -57,11 +61,12 @@ class AudioEncoder:
     def push(self, frame: av.AudioFrame, time_s: Fraction) -> None:
         """Feed a decoded frame that starts at ``time_s`` on the output timeline."""
         duration = Fraction(frame.samples, frame.sample_rate)
+        self._input_kind = (frame.format.name, frame.layout.name, frame.sample_rate)
         if self._input_pos is None:
             self._input_pos = Fraction(0)
         gap = time_s - self._input_pos
         if gap > _SYNC_TOLERANCE_S:
-            self._silence(gap, frame)
+            self._silence(gap, self._input_kind)
             self._input_pos = time_s
         elif gap < -_SYNC_TOLERANCE_S:
             overlap = -gap
@@ -73,19 +78,32 @@ class AudioEncoder:
         self._resample(frame)
         self._input_pos = max(self._input_pos, time_s) + duration
 
-    def finish(self, end_s: Fraction | None = None) -> None:
-        """Flush resampler and encoders, then close the segmenters."""
+    def finish(self, end_s: Fraction | None = None, *, segments: int | None = None) -> None:
+        """Fill the timeline to ``end_s`` with silence, flush, close the segmenters.
+
+        ``end_s`` is where the output ends (seconds from the origin): audio
+        that stopped earlier, or never came, is followed by silence up to it.
+        ``segments`` is the video's segment count, which every audio rendition
+        is given (see :meth:`HlsSegmenter.close`).
+        """
+        if end_s is not None:
+            gap = end_s - (self._input_pos or Fraction(0))
+            if gap > 0:
+                self._silence(gap, self._input_kind)
+                self._input_pos = end_s
         self._resample(None)
         for _plan, segmenter, stream in self._streams:
             self._encode(stream, segmenter, None)
-            segmenter.close()
+            segmenter.close(segments=segments)
 
-    def _silence(self, seconds: Fraction, like: av.AudioFrame) -> None:
-        samples = int(seconds * like.sample_rate)
+    def _silence(self, seconds: Fraction, kind: tuple[str, str, int]) -> None:
+        """Feed ``seconds`` of silence in the input's ``(format, layout, rate)``."""
+        fmt, layout, rate = kind
+        samples = round(seconds * rate)
         while samples > 0:
             n = min(samples, 4096)
-            silent = av.AudioFrame(format=like.format.name, layout=like.layout.name, samples=n)
-            silent.sample_rate = like.sample_rate
+            silent = av.AudioFrame(format=fmt, layout=layout, samples=n)
+            silent.sample_rate = rate
             for plane in silent.planes:
                 plane.update(bytes(plane.buffer_size))
             self._resample(silent)

@@ -5,7 +5,10 @@ filter graph (deinterlacing, turning rotated video upright). It hands every
 video frame, with its time on the output timeline, to ``on_video`` and every
 audio frame to ``on_audio``; both callbacks may block (bounded queues), which
 is how the slowest rung paces the decode. The output timeline starts at the
-first video frame: audio times are measured from that same origin.
+first video frame: audio times are measured from that same origin. It ends
+where the longer stream ends (:attr:`Decoder.end_s`): a camera that stopped
+before the microphone leaves audio the video must cover by holding its last
+frame.
 """
 
 from __future__ import annotations
@@ -37,6 +40,14 @@ _MAX_DECODE_ERRORS = 25
 _TRUNCATION_TOLERANCE_S = 1.0
 _TRUNCATION_TOLERANCE = 0.005
 _MISSING_FRAMES_TOLERANCE = 3
+# Audio is kept to this far past the probed (container) duration, which the
+# duration limit was checked on: audio beyond it is dropped, so a file that
+# understates its length cannot make the video hold its last frame for hours.
+_AUDIO_OVERRUN_S = Fraction(1)
+# Audio streams routinely end a little after the last frame (AAC padding, the
+# muxer's interleaving): that much is kept as audio but does not make the video
+# hold its last frame (which would add a sliver of a segment to every rung).
+_HOLD_MIN_S = Fraction(1, 4)
 
 
 class Decoder:
@@ -60,12 +71,28 @@ class Decoder:
         self.cancel = cancel
         self.origin: Fraction | None = None  # source time of the first video frame
         self.video_end_s = Fraction(0)  # output time where the last video frame ends
+        self.audio_end_s = Fraction(0)  # output time where the last delivered audio frame ends
         self.decoded_s = 0.0
         self.frames_decoded = 0
         self._errors = 0
         self._last_video_s: Fraction | None = None
         self._frame_duration = 1 / info.video.fps if info.video.fps > 0 else Fraction(1, 25)
         self._pending_audio: list[tuple[av.AudioFrame, Fraction]] = []
+        self._audio_limit_s = Fraction(info.duration_s) + _AUDIO_OVERRUN_S
+
+    @property
+    def end_s(self) -> Fraction:
+        """Output time where the video ends: the end of the longer stream.
+
+        Read after :meth:`run` returned. Audio that outlasts the video by more
+        than ``_HOLD_MIN_S`` extends the timeline (the video holds its last
+        frame); by less, the video ends with its last frame and the audio
+        rendition keeps the rest. Audio counts only up to the probed duration
+        (plus ``_AUDIO_OVERRUN_S``), see :meth:`_deliver_audio`.
+        """
+        if self.audio_end_s - self.video_end_s > _HOLD_MIN_S:
+            return self.audio_end_s
+        return self.video_end_s
 
     def run(self) -> None:
         with open_input(self.source) as container:
@@ -167,14 +194,20 @@ class Decoder:
             # threads delay the video): hold it until the origin is known.
             self._pending_audio.append((frame, time))
             return
-        self.on_audio(frame, time - self.origin)
+        self._deliver_audio(frame, time - self.origin)
 
     def _release_audio(self) -> None:
         pending, self._pending_audio = self._pending_audio, []
         assert self.origin is not None
         for frame, time in pending:
-            if self.on_audio is not None:
-                self.on_audio(frame, time - self.origin)
+            self._deliver_audio(frame, time - self.origin)
+
+    def _deliver_audio(self, frame: av.AudioFrame, rel: Fraction) -> None:
+        if self.on_audio is None or rel >= self._audio_limit_s:
+            return
+        if frame.sample_rate > 0:
+            self.audio_end_s = max(self.audio_end_s, rel + Fraction(frame.samples, frame.sample_rate))
+        self.on_audio(frame, rel)
 
     def _check_complete(self) -> None:
         """Refuse a source whose frames stopped coming before its index or duration says.
@@ -194,7 +227,9 @@ class Decoder:
                 context={"indexed_frames": indexed, "shown_frames": expected, "decoded_frames": self.frames_decoded},
             )
         declared = self.info.video.duration_s or self.info.duration_s
-        decoded = float(self.video_end_s)
+        # Without a video duration (Matroska, MPEG-TS) the container's is the
+        # longer stream's: audio that outlasts the video is not a truncation.
+        decoded = float(self.video_end_s if self.info.video.duration_s else max(self.video_end_s, self.audio_end_s))
         if declared and declared - decoded > max(_TRUNCATION_TOLERANCE_S, declared * _TRUNCATION_TOLERANCE):
             raise InputError(
                 "input is truncated", context={"declared_s": round(declared, 3), "decoded_s": round(decoded, 3)}

@@ -8,6 +8,7 @@ rungs with different frame rates share one decode.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from fractions import Fraction
 
@@ -15,7 +16,8 @@ import av
 from av.video.frame import PictureType
 
 from .bitstream import avc_codecs_tag
-from .errors import MediaError
+from .errors import CancelledError, MediaError
+from .hold import StillGop, encode_still_gop, parameter_sets
 from .models import Ladder, Rung
 from .scale import Scaler
 from .segmenter import HlsSegmenter, exact_segment_s
@@ -81,10 +83,34 @@ class CfrSlots:
         slots (a 60 fps source's last frame in a 30 fps rung); an output has
         at least one frame.
         """
-        total = max(self.next_slot if self.next_slot > 0 else 1, round(end_s * self.fps))
+        total = max(self.next_slot, frames_until(end_s, self.fps))
         count = total - self.next_slot
         self.next_slot = total
         return count
+
+
+def frames_until(end_s: Fraction, fps: Fraction) -> int:
+    """Frames an output at ``fps`` has when the timeline ends at ``end_s`` (at least one)."""
+    return max(1, round(end_s * fps))
+
+
+def segments_until(end_s: Fraction, fps: Fraction, segment_s: float) -> int:
+    """Segments a rendition at ``fps`` cut every ``segment_s`` has when the timeline ends at ``end_s``.
+
+    ``segment_s`` is a whole number of frames (:func:`rung_segment_s`): the
+    muxer cuts at each keyframe on a multiple of it, so a rendition with ``n``
+    frames has ``ceil(n / frames per segment)`` segments.
+    """
+    per_segment = max(1, round(Fraction(segment_s) * fps))
+    return -(-frames_until(end_s, fps) // per_segment)
+
+
+# A held last frame is encoded again and again; look at the cancel flag this
+# often (frames) so a long hold stops promptly.
+_HOLD_CANCEL_CHECK = 64
+# Holds shorter than this many GOPs are encoded frame by frame: copying a
+# still GOP (transcoder.hold) pays only when it replaces many encodes.
+_HOLD_COPY_MIN_GOPS = 4
 
 
 class RungEncoder:
@@ -124,11 +150,16 @@ class RungEncoder:
         cc.thread_type = "FRAME"
         cc.thread_count = threads
         cc.bit_rate = rung.bitrate_kbps * 1000
-        cc.options = codec_options(
+        self._options = codec_options(
             rung, gop_frames=self.gop_frames, preset=preset, crf=crf, lookahead_thread=lookahead_thread
         )
+        cc.options = dict(self._options)
         self.stream = stream
         self._time_base = cc.time_base
+        # What a still GOP must match to be spliced in (see _hold): taken from
+        # this encoder's first packet and first keyframe.
+        self._dts_delay: int | None = None
+        self._parameter_sets: bytes | None = None
 
     @property
     def encoded_s(self) -> float:
@@ -141,19 +172,93 @@ class RungEncoder:
             self._emit(self._pending, repeat)
         self._pending = frame
 
-    def finish(self, end_s: Fraction) -> None:
-        """Fill the output up to ``end_s``, flush the encoder and close the muxer."""
+    def finish(self, end_s: Fraction, *, cancel: threading.Event | None = None) -> None:
+        """Fill the output up to ``end_s``, flush the encoder and close the muxer.
+
+        ``end_s`` may lie far past the last frame (audio that outlasts the
+        video): the last frame is held, scaled once and repeated for every
+        remaining slot (long holds as copies of one encoded GOP, see
+        :meth:`_hold`), so memory does not grow with the hold. ``cancel``
+        stops a long hold (:class:`CancelledError`).
+        """
+        flushed = False
         if self._pending is not None:
-            self._emit(self._pending, self.slots.slots_until_end(end_s))
+            flushed = self._hold(self._pending, self.slots.slots_until_end(end_s), cancel)
             self._pending = None
-        self._encode(None)
+        if not flushed:
+            self._encode(None)
         self.segmenter.close()
 
-    def _emit(self, source: av.VideoFrame, repeat: int) -> None:
+    def _hold(self, source: av.VideoFrame, count: int, cancel: threading.Event | None) -> bool:
+        """Show ``source`` for ``count`` more slots; True if the encoder was flushed.
+
+        A long hold is cut at GOP boundaries: the encoder encodes up to the
+        first boundary (and on until it has put out its first packet), is
+        flushed there, and the remaining whole GOPs are copies of one still
+        GOP, the last partial one a shorter still GOP: closed GOPs of the same
+        picture, the same parameter sets and the same decode delay, so the
+        stream reads as if the encoder had gone on. Anything that does not
+        match falls back to encoding every slot.
+        """
+        gop = self.gop_frames
+        # Smaller rungs scaling from this one (cascade) need every frame.
+        if self.forward is not None or gop < 2 or count < _HOLD_COPY_MIN_GOPS * gop:
+            self._emit(source, count, cancel=cancel)
+            return False
+        done = min(count, (-self.frames_out) % gop)
+        self._emit(source, done, cancel=cancel)
+        while self._dts_delay is None and count - done >= _HOLD_COPY_MIN_GOPS * gop:
+            self._emit(source, gop, cancel=cancel)  # x264's lookahead still holds every frame
+            done += gop
+        copies, rest = divmod(count - done, gop)
+        if copies >= _HOLD_COPY_MIN_GOPS - 1 and self._dts_delay is not None:
+            picture = self.scaler.scale(source)
+            fps = self.rung.fps
+            like = self.stream.codec_context
+            still = encode_still_gop(picture, gop, like=like, options=self._options, fps=fps)
+            tail = encode_still_gop(picture, rest, like=like, options=self._options, fps=fps) if rest else None
+            if self._interchangeable(still) and (rest == 0 or self._interchangeable(tail)):
+                assert still is not None
+                self._encode(None)
+                for _ in range(copies):
+                    if cancel is not None and cancel.is_set():
+                        raise CancelledError("stopped while holding the last frame", context={"rung": self.rung.name})
+                    self._splice(still)
+                if tail is not None:
+                    self._splice(tail)
+                return True
+        self._emit(source, count - done, cancel=cancel)
+        return False
+
+    def _interchangeable(self, still: StillGop | None) -> bool:
+        return (
+            still is not None
+            and still.dts_delay == self._dts_delay
+            and bool(still.parameter_sets)
+            and still.parameter_sets == self._parameter_sets
+        )
+
+    def _splice(self, still: StillGop) -> None:
+        """Mux a copy of ``still`` at the next slot (a GOP boundary)."""
+        start = self.frames_out
+        for p in still.packets:
+            packet = av.Packet(p.data)
+            packet.pts = start + p.pts
+            packet.dts = start + p.dts
+            packet.duration = p.duration
+            packet.is_keyframe = p.keyframe
+            packet.time_base = self._time_base
+            packet.stream = self.stream
+            self.segmenter.mux(packet)
+        self.frames_out += still.frames
+
+    def _emit(self, source: av.VideoFrame, repeat: int, *, cancel: threading.Event | None = None) -> None:
         if repeat <= 0:
             return
         frame = self.scaler.scale(source)
-        for _ in range(repeat):
+        for index in range(repeat):
+            if cancel is not None and index % _HOLD_CANCEL_CHECK == 0 and cancel.is_set():
+                raise CancelledError("stopped while holding the last frame", context={"rung": self.rung.name})
             slot = self.frames_out
             frame.pts = slot
             frame.time_base = self._time_base
@@ -175,8 +280,12 @@ class RungEncoder:
                 "video encoding failed", context={"rung": self.rung.name, "frame": self.frames_out}
             ) from exc
         for packet in packets:
+            if self._dts_delay is None and packet.pts is not None and packet.dts is not None:
+                self._dts_delay = packet.pts - packet.dts
             if self.codecs is None and packet.is_keyframe:
-                self.codecs = avc_codecs_tag(bytes(self.stream.codec_context.extradata or b"") or bytes(packet))
+                extradata = bytes(self.stream.codec_context.extradata or b"")
+                self.codecs = avc_codecs_tag(extradata or bytes(packet))
+                self._parameter_sets = parameter_sets(extradata) + parameter_sets(bytes(packet))
             self.segmenter.mux(packet)
 
 
@@ -212,4 +321,12 @@ def rung_segment_s(ladder: Ladder, rung: Rung) -> float:
     return exact_segment_s(ladder.segment_s, ladder.gop_s, rung.fps)
 
 
-__all__ = ["CfrSlots", "RungEncoder", "rung_segment_s", "scaling_parents", "x264_options"]
+__all__ = [
+    "CfrSlots",
+    "RungEncoder",
+    "frames_until",
+    "rung_segment_s",
+    "scaling_parents",
+    "segments_until",
+    "x264_options",
+]

@@ -31,7 +31,7 @@ from . import hls
 from .audio import AudioEncoder
 from .config import TranscodeConfig
 from .decode import Decoder
-from .encode import RungEncoder, rung_segment_s, scaling_parents
+from .encode import RungEncoder, frames_until, rung_segment_s, scaling_parents, segments_until
 from .errors import CancelledError, MediaError, TranscodeError
 from .models import AudioPlan, Ladder, Progress, RenditionResult, SourceInfo
 from .output import OutputSink
@@ -185,6 +185,7 @@ def run_ladder(
                     segment_s=audio_segment_s,
                     segment_format=config.segment_format,
                     video=False,
+                    origin_fps=ladder.rungs[0].fps,
                 )
                 for plan in ladder.audio
             }
@@ -192,7 +193,10 @@ def run_ladder(
             audio_encoder = AudioEncoder(ladder.audio, audio_segmenters)
 
         top = ladder.rungs[0]
-        poster = PosterPicker(info.duration_s, *_poster_size(top.width, top.height)) if config.poster else None
+        # Candidates along the video, not the container: audio that outlasts
+        # the camera would put them past the last frame.
+        poster_span_s = info.video.duration_s or info.duration_s
+        poster = PosterPicker(poster_span_s, *_poster_size(top.width, top.height)) if config.poster else None
         audio_queue: queue.Queue[Any] = queue.Queue(maxsize=max(64, config.queue_depth * 8))
 
         root_queues = [q for q, parent in zip(rung_queues, parents, strict=True) if parent is None]
@@ -227,7 +231,9 @@ def run_ladder(
             def loop() -> None:
                 while (item := coordinator.get(q)) is not _END:
                     encoder.push(*item)
-                encoder.finish(decoder.video_end_s)
+                # The timeline ends with the longer stream: audio that goes on
+                # after the camera stopped is covered by the last frame, held.
+                encoder.finish(decoder.end_s, cancel=cancel)
                 for child in children[index]:
                     coordinator.put(child, _END)
 
@@ -237,7 +243,17 @@ def run_ladder(
             assert audio_encoder is not None
             while (item := coordinator.get(audio_queue)) is not _END:
                 audio_encoder.push(*item)
-            audio_encoder.finish(decoder.video_end_s)
+            end_s = decoder.end_s
+            # Audio lasts at least as long as every rung's frames (a rung's
+            # last frame may end half a frame after end_s), so no video
+            # segment lacks its audio; and it gets the top rung's segment
+            # count, which its segment length follows.
+            video_end_s = max(Fraction(frames_until(end_s, rung.fps), 1) / rung.fps for rung in ladder.rungs)
+            top = ladder.rungs[0]
+            audio_encoder.finish(
+                max(end_s, video_end_s),
+                segments=segments_until(end_s, top.fps, rung_segment_s(ladder, top)),
+            )
 
         stages.append(_Stage("decoder", decode, coordinator.failed))
         stages += [

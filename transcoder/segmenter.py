@@ -35,6 +35,13 @@ _EXTINF = re.compile(r"#EXTINF:([0-9.]+),")
 # The MPEG-TS muxer's delay budget, as the ffmpeg CLI sets it (-muxdelay 0.7):
 # without it every AAC frame becomes its own PES packet (+~37 kb/s per rung).
 _MAX_DELAY_US = 700_000
+# Larger than any encoder delay (x264 B-frames at the slowest presets, AAC
+# priming), so no rendition ever starts below zero.
+TIMELINE_OFFSET_S = Fraction(1)
+# Added to an audio rendition's hls_time: see HlsSegmenter.__post_init__. The
+# muxer reads hls_time in microseconds; the nudge adds up over k boundaries,
+# so the k-th cut stays within one AAC frame for k < 21 000 (23 h at 4 s).
+_AUDIO_CUT_NUDGE_S = 1e-6
 
 
 @dataclass(slots=True)
@@ -83,6 +90,13 @@ class HlsSegmenter:
     ``segment_s`` is the exact segment length (a whole number of GOPs at the
     rendition's frame rate): the muxer cuts at the first keyframe at or after
     each multiple of it.
+
+    An audio rendition (``video=False``) is cut to match the video's segments:
+    each segment starts with the AAC frame that covers the video's boundary
+    (so its start lies within one frame before the boundary, never after), its
+    durations count from the timeline origin rather than from the encoder's
+    priming, and :meth:`close` can fold a trailing sliver into the last
+    segment so the rendition has exactly as many segments as the video.
     """
 
     name: str
@@ -90,16 +104,37 @@ class HlsSegmenter:
     segment_s: float
     segment_format: SegmentFormat = "ts"
     video: bool = True  # index I-frames (video renditions only)
+    # Where the timeline's origin lands in the output (see TIMELINE_OFFSET_S).
+    # An audio rendition passes the video's frame rate and takes the video's
+    # origin, timeline_origin_s(origin_fps): a whole number of frames.
+    origin_fps: Fraction | None = None
     container: av.container.OutputContainer = field(init=False)
     segments: list[_ClosedSegment] = field(init=False, default_factory=list)
     init_uri: str | None = field(init=False, default=None)
     _playlist: str = field(init=False, default="")
     _error: BaseException | None = field(init=False, default=None)
+    # Seconds the first packet lies before the timeline origin (AAC priming).
+    _lead_s: Fraction | None = field(init=False, default=None)
+    # Audio only: the last closed segment (and, while closing, the final one)
+    # kept from the sink until the next one closes, so a trailing sliver can
+    # still be folded into the segment before it.
+    _held: list[tuple[str, bytes]] = field(init=False, default_factory=list)
+    _origin_s: Fraction = field(init=False, default=TIMELINE_OFFSET_S)
+    _closing: bool = field(init=False, default=False)
+    _folded: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
+        if self.origin_fps is not None:
+            self._origin_s = timeline_origin_s(self.origin_fps)
         extension = "ts" if self.segment_format == "ts" else "m4s"
+        # The muxer cuts at the first packet whose pts is at least a multiple
+        # of hls_time after the first packet's. Audio's first packet is the
+        # encoder's priming, one AAC frame before the origin, so a frame that
+        # starts exactly on a video boundary would land in the earlier segment;
+        # one microsecond more puts it first in its own segment.
+        segment_s = self.segment_s if self.video else self.segment_s + _AUDIO_CUT_NUDGE_S
         options = {
-            "hls_time": f"{self.segment_s:.6f}",
+            "hls_time": f"{segment_s:.6f}",
             "hls_list_size": "0",
             "hls_playlist_type": "vod",
             "hls_segment_filename": f"{self.name}/seg_%05d.{extension}",
@@ -130,9 +165,15 @@ class HlsSegmenter:
                 self._playlist = data.decode("utf-8", "replace")
                 return
             relpath = url if url.startswith(self.name + "/") else posixpath.join(self.name, url)
-            self.sink.put(relpath, data)
             if url.endswith("init.mp4"):
+                self.sink.put(relpath, data)
                 return
+            if self.video:
+                self.sink.put(relpath, data)
+            else:
+                if not self._closing:
+                    self._release_held()
+                self._held.append((relpath, data))
             iframes: list[tuple[int, int, int]] = []
             if self.video:
                 iframes = ts_iframe_ranges(data) if self.segment_format == "ts" else _fmp4_iframes(data)
@@ -154,7 +195,9 @@ class HlsSegmenter:
         # libavformat shifts each muxer by its own first DTS: renditions would
         # start at different times and audio would drift from video. One
         # common offset keeps every rendition on the same timeline.
-        offset = _timeline_offset(packet.time_base)
+        offset = _timeline_offset(packet.time_base, self._origin_s)
+        if self._lead_s is None and packet.pts is not None and packet.time_base is not None:
+            self._lead_s = max(Fraction(0), -packet.pts * Fraction(packet.time_base))
         if packet.pts is not None:
             packet.pts += offset
         if packet.dts is not None:
@@ -165,13 +208,54 @@ class HlsSegmenter:
             raise MediaError("muxing failed", context={"rendition": self.name}) from exc
         self.check()
 
-    def close(self) -> None:
-        """Flush and close the muxer (writes the last segment)."""
+    def close(self, *, segments: int | None = None) -> None:
+        """Flush and close the muxer (writes the last segment).
+
+        ``segments`` (audio only) is the video's segment count: segments the
+        muxer cut beyond it (a sliver of padding past the video's last
+        boundary) are folded into the last one, so both renditions have the
+        same number of segments and the last absorbs the remainder.
+        """
+        self._closing = True
         try:
             self.container.close()
         except av.FFmpegError as exc:
             raise MediaError("closing the muxer failed", context={"rendition": self.name}) from exc
         self.check()
+        if self.video:
+            return
+        if segments is not None and segments >= 1:
+            self._fold_tail(segments)
+        try:
+            self._release_held()
+        except (OutputError, MediaError):
+            raise
+        except Exception as exc:
+            raise OutputError("storing a segment failed", context={"rendition": self.name}) from exc
+
+    def _release_held(self) -> None:
+        held, self._held = self._held, []
+        for relpath, data in held:
+            self.sink.put(relpath, data)
+
+    def _fold_tail(self, segments: int) -> None:
+        """Fold the final segment into the one before when the muxer cut one too many.
+
+        Only the final cut can be undone (the segments before were stored as
+        they closed); it is the only one a sliver of padding can cause.
+        """
+        if len(self.segments) != segments + 1 or len(self._held) != 2:
+            return
+        (relpath, previous), (_tail_path, tail) = self._held
+        if self.segment_format == "fmp4":
+            tail = _without_styp(tail)
+        # MPEG-TS segments concatenate into one stream; fMP4 ones into one
+        # segment of two fragments (moof+mdat twice), as CMAF chunks are.
+        merged = previous + tail
+        self._held = [(relpath, merged)]
+        self.segments.pop()
+        self.segments[-1].size_bytes = len(merged)
+        self._folded += 1
 
     def abandon(self) -> None:
         """Close after a failure elsewhere; errors are irrelevant by then."""
@@ -185,6 +269,15 @@ class HlsSegmenter:
         and, for the last one, to the end of the rendition.
         """
         durations = [float(d) for d in _EXTINF.findall(self._playlist)]
+        for _ in range(self._folded):
+            if len(durations) >= 2:
+                tail = durations.pop()
+                durations[-1] += tail
+        if durations and self._lead_s:
+            # The muxer counts the first segment from its first packet, the
+            # encoder's priming before the origin; the video counts from the
+            # origin. Count both from the origin, so boundaries compare.
+            durations[0] = max(0.001, durations[0] - float(self._lead_s))
         if len(durations) != len(self.segments):
             raise MediaError(
                 "the muxer's playlist does not match the segments written",
@@ -227,6 +320,12 @@ class HlsSegmenter:
         ]
 
 
+def _without_styp(data: bytes) -> bytes:
+    """``data`` (an fMP4 segment) without its top-level ``styp`` boxes."""
+    boxes = mp4_top_level_boxes(data)
+    return b"".join(data[offset : offset + size] for kind, offset, size in boxes if kind != "styp")
+
+
 def _fmp4_iframes(data: bytes) -> list[tuple[int, int, int]]:
     """I-frame ranges of an fMP4 segment: moof, mdat header and the first sample.
 
@@ -248,15 +347,22 @@ def _fmp4_iframes(data: bytes) -> list[tuple[int, int, int]]:
     return ranges
 
 
-# Larger than any encoder delay (x264 B-frames at the slowest presets, AAC
-# priming), so no rendition ever starts below zero.
-TIMELINE_OFFSET_S = Fraction(1)
+def timeline_origin_s(fps: Fraction) -> Fraction:
+    """Where a video rendition at ``fps`` puts the timeline's origin, in seconds.
+
+    The offset is a whole number of frames, so at 29.97 fps it is 30 frames,
+    1.001 s: audio must use this, not ``TIMELINE_OFFSET_S``, to start with
+    the video.
+    """
+    return Fraction(round(TIMELINE_OFFSET_S * fps)) / fps
 
 
-def _timeline_offset(time_base: Fraction | None) -> int:
+def _timeline_offset(time_base: Fraction | None, origin_s: Fraction) -> int:
     if time_base is None:
         raise MediaError("packet without a time base")
-    return int(TIMELINE_OFFSET_S / time_base)
+    # Rounded, not truncated: truncating put 29.97 fps video at 29 frames
+    # (0.968 s) and its audio at 1 s, 32 ms late.
+    return round(origin_s / time_base)
 
 
 def exact_segment_s(segment_s: float, gop_s: float, fps: Fraction) -> float:
