@@ -29,6 +29,7 @@ import av
 
 from . import hls
 from .audio import AudioEncoder
+from .colour import colour_of
 from .config import TranscodeConfig
 from .decode import Decoder
 from .encode import RungEncoder, rung_segment_s, scaling_parents
@@ -154,6 +155,7 @@ def run_ladder(
 
             return forward
 
+        colour = colour_of(info.video)  # decided once per run, from the probe
         for index, rung in enumerate(ladder.rungs):
             segmenter = HlsSegmenter(
                 name=rung.name,
@@ -173,6 +175,9 @@ def run_ladder(
                     interpolation=config.encoder.scaler,
                     lookahead_thread=threads.x264_lookahead_thread,
                     forward=forwarder(children[index]),
+                    # Rungs fed by the decoder convert the source's colour;
+                    # cascaded rungs get frames their parent already converted.
+                    colour=colour.scaler if parents[index] is None else None,
                 )
             )
         audio_encoder: AudioEncoder | None = None
