@@ -331,7 +331,8 @@ def _colour_tags(frame: av.VideoFrame, cc: Any) -> dict[str, Any]:
         name = names.get(frame_value, "unknown")
         return name if name != "unknown" else names.get(stream_value, "unknown")
 
-    entries: list[Any] = list(frame.side_data.values()) if frame.side_data else []
+    # Iterating the container yields the entries (its values() is broken in PyAV 18).
+    entries: list[Any] = list(frame.side_data) if frame.side_data else []
     side = {entry.type.name: bytes(entry) for entry in entries}
     return {
         "colour_matrix": pick(frame.colorspace, cc.colorspace, MATRIX_NAMES),
