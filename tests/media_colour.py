@@ -209,7 +209,11 @@ def make_hdr_clip(
             rgb48 = av.VideoFrame.from_ndarray(np.round(signal * 65535).astype(np.uint16), format="rgb48le")
             pictures.append(
                 reformatter.reformat(
-                    rgb48, format="yuv420p10le", dst_colorspace="BT2020", dst_color_range="MPEG", interpolation="BICUBIC"
+                    rgb48,
+                    format="yuv420p10le",
+                    dst_colorspace="BT2020",
+                    dst_color_range="MPEG",
+                    interpolation="BICUBIC",
                 )
             )
         _write(out, stream, pictures)
