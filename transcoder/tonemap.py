@@ -33,7 +33,6 @@ The mapping, per LUT entry (display-referred throughout, as BT.2408 does it):
 
 from __future__ import annotations
 
-import io
 import os
 import tempfile
 from collections.abc import Iterator
@@ -192,9 +191,10 @@ def build_lut(plan: ColourPlan, size: int = LUT_SIZE) -> F64:
 def cube_text(lut: F64) -> str:
     """``lut`` (indexed [b, g, r]) as an Adobe/Resolve .cube file: red varies fastest."""
     size = lut.shape[0]
-    buffer = io.StringIO()
-    np.savetxt(buffer, lut.reshape(-1, 3), fmt="%.6f")
-    return f'TITLE "transcoder SDR BT.709"\nLUT_3D_SIZE {size}\n{buffer.getvalue()}'
+    values = lut.reshape(-1).tolist()
+    # One %-format over all rows: ~3x faster than np.savetxt's per-row loop.
+    rows = ("%.6f %.6f %.6f\n" * (len(values) // 3)) % tuple(values)
+    return f'TITLE "transcoder SDR BT.709"\nLUT_3D_SIZE {size}\n{rows}'
 
 
 @contextmanager
