@@ -235,7 +235,6 @@ def transcoded(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Run]
                 "encoder": EncoderSettings(preset="ultrafast"),
                 "segment_s": 1.0,
                 "gop_s": 1.0,
-                "poster": False,
             }
             settings.update(case.overrides)
             result = transcoder.transcode(source, root / "out", config=TranscodeConfig(**settings))
@@ -348,6 +347,22 @@ def test_tone_mapped_hdr_looks_like_the_sdr_grade(transcoded: Callable[[str], Ru
     sat_ref, _ = saturation_and_brightness(sdr_picture(640, 360, 0))
     naive, _ = saturation_and_brightness(to_rgb(source[0].reformat(format="yuv420p"), matrix="ITU709"))
     assert naive < 0.85 * sat_ref
+
+
+@pytest.mark.parametrize("name", ["bt709_hd", "untagged_hd", "mjpeg_full", "h264_full_fmp4"])
+def test_poster_shows_the_source_picture(transcoded: Callable[[str], Run], name: str) -> None:
+    # JPEG is BT.601 full range: an HD poster written with BT.709 values
+    # showed ~31 dB; a full-range source's, ~31 dB too.
+    matrix = PICTURE_CASES[name][0]
+    run = transcoded(name)
+    with av.open(str(run.out / "poster.jpg")) as container:
+        (poster,) = list(container.decode(video=0))
+    picture = to_rgb(poster)
+    best = max(
+        rgb_psnr(picture, _resize(to_rgb(frame, matrix=matrix), poster.width, poster.height))
+        for frame in run.source_frames()
+    )
+    assert best > 38.0
 
 
 def test_plan_shows_the_colour_decision(transcoded: Callable[[str], Run], tmp_path: Path) -> None:

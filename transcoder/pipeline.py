@@ -197,7 +197,11 @@ def run_ladder(
             audio_encoder = AudioEncoder(ladder.audio, audio_segmenters)
 
         top = ladder.rungs[0]
-        poster = PosterPicker(info.duration_s, *_poster_size(top.width, top.height)) if config.poster else None
+        poster = (
+            PosterPicker(info.duration_s, *_poster_size(top.width, top.height), colour=colour.scaler)
+            if config.poster
+            else None
+        )
         audio_queue: queue.Queue[Any] = queue.Queue(maxsize=max(64, config.queue_depth * 8))
 
         root_queues = [q for q, parent in zip(rung_queues, parents, strict=True) if parent is None]
