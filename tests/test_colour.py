@@ -11,6 +11,7 @@ shows the difference its property makes.
 
 from __future__ import annotations
 
+import json
 import struct
 import subprocess
 import sys
@@ -137,6 +138,18 @@ def test_lut_mapping_inverts_the_hdr_grade_of_an_sdr_picture_below_the_knee(tran
     rgb = np.round(np.stack([sdr, sdr * 0.8, sdr * 0.5], axis=-1) * 255).astype(np.uint8)
     back = tonemap.sdr_from_source(hdr_signal(rgb[None], transfer), plan)[0]
     np.testing.assert_allclose(back, rgb / 255, atol=2e-3)
+
+
+def test_lut_mapping_of_sdr_bt2020_converts_the_gamut_only() -> None:
+    plan = plan_colour(
+        matrix="bt2020nc", primaries="bt2020", transfer="bt2020-10", range="tv", pix_fmt="yuv420p10le", height=1080
+    )
+    assert plan.tone_map == "gamut"
+    rgb = sdr_picture(32, 18).astype(np.float64) / 255
+    as_2020 = np.clip((rgb**2.4) @ tonemap.primaries_matrix("bt709", "bt2020").T, 0, 1) ** (1 / 2.4)
+    back = tonemap.sdr_from_source(as_2020, plan)
+    np.testing.assert_allclose(back, rgb, atol=2e-3)
+    assert np.abs(as_2020 - rgb).max() > 0.05  # the picture did change in BT.2020
 
 
 def test_gamut_fit_keeps_luminance_and_lands_inside() -> None:
@@ -365,18 +378,22 @@ def test_poster_shows_the_source_picture(transcoded: Callable[[str], Run], name:
     assert best > 38.0
 
 
+def _cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "transcoder", *map(str, args)],
+        cwd=cwd,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def test_plan_shows_the_colour_decision(transcoded: Callable[[str], Run], tmp_path: Path) -> None:
     lines = {}
     for name in ("hlg_hevc", "bt601_sd", "bt709_hd"):
-        done = subprocess.run(
-            [sys.executable, "-m", "transcoder", str(transcoded(name).source), "--plan"],
-            cwd=tmp_path,
-            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        done = _cli(transcoded(name).source, "--plan", cwd=tmp_path)
         assert done.returncode == 0, done.stderr
         lines[name] = [line for line in done.stdout.splitlines() if line.startswith("colour:")]
         assert len(lines[name]) == 1, done.stdout
@@ -384,3 +401,7 @@ def test_plan_shows_the_colour_decision(transcoded: Callable[[str], Run], tmp_pa
     assert "tone map HLG -> SDR" in lines["hlg_hevc"][0]
     assert "matrix smpte170m -> bt709 (in the scaler), no tone map" in lines["bt601_sd"][0]
     assert lines["bt709_hd"][0].endswith("no conversion, tagged")
+    done = _cli(transcoded("pq_h264_fmp4").source, "--plan", "--json", cwd=tmp_path)
+    payload = json.loads(done.stdout)
+    assert (payload["colour"]["transfer"], payload["colour"]["tone_map"]) == ("smpte2084", "pq")
+    assert any(f.startswith("lut3d=") for f in payload["filters"])

@@ -242,9 +242,11 @@ def _filter_graph(stream: Any, info: SourceInfo, *, threads: int = 0) -> _Graph 
     filters = video_filters(info)
     colour = colour_of(info.video)
     if colour.tone_map == "none":
-        return _Graph(stream, filters, threads=threads) if filters else None
+        return _Graph(stream, filters) if filters else None
     # HDR or BT.2020: the run's LUT after deinterlacing and rotation, once per
     # decoded frame, so every rung gets SDR BT.709 limited-range frames.
     # lut3d reads the file when it is added: it need not outlive the graph.
+    # lut3d and scale run slice threads: the decoder's share of the budget,
+    # not the graph's default of one per host CPU.
     with cube_file(colour) as path:
         return _Graph(stream, filters + tone_map_filters(colour, path), threads=threads)
