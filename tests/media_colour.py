@@ -139,10 +139,11 @@ def make_sdr_clip(
 
     ``full_range`` with ``codec="mjpeg"`` gives a webcam-like yuvj420p MJPEG;
     with libx264 a yuv420p stream whose VUI says ``full_range_flag=1``.
+    ``codec="qtrle"`` gives an RGB screen-recording-like clip (``matrix`` is unused).
     ``tagged=False`` leaves matrix, primaries and transfer unspecified (the
     range is still said, as JPEG always does).
     """
-    pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+    pix_fmt = {"mjpeg": "yuvj420p", "qtrle": "rgb24", "libx264rgb": "rgb24"}.get(codec, "yuv420p")
     reformatter = VideoReformatter()
     with av.open(str(path), "w") as out:
         stream = _encoder(out, codec, width=width, height=height, fps=fps, pix_fmt=pix_fmt)

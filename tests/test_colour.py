@@ -90,6 +90,12 @@ BT709_LIMITED = (1, 1, 1, 1)
         (("bt2020nc", "bt2020", "arib-std-b67", "tv"), "yuv420p10le", 2160, ("bt2020nc", "tv", "hlg", None, ())),
         (("bt2020nc", "bt2020", "smpte2084", "tv"), "yuv420p10le", 1080, ("bt2020nc", "tv", "pq", None, ())),
         (("bt2020nc", "bt2020", "bt2020-10", "tv"), "yuv420p10le", 1080, ("bt2020nc", "tv", "gamut", None, ())),
+        (
+            ("unknown", "unknown", "unknown", "unknown"),
+            "rgb24",
+            360,
+            ("gbr", "pc", "none", ("ITU709", "JPEG"), ("primaries", "transfer")),
+        ),
     ],
 )
 def test_plan_colour(tags: tuple[str, str, str, str], pix_fmt: str, height: int, expected: tuple[Any, ...]) -> None:
@@ -211,6 +217,11 @@ CASES: dict[str, Case] = {
         lambda p: make_sdr_clip(p / "full.mp4", width=640, height=360, matrix="ITU709", full_range=True),
         {"segment_format": "fmp4"},
     ),
+    # RGB (QuickTime RLE, like a screen recording): swscale's default RGB -> YUV matrix is BT.601.
+    "rgb_qtrle": Case(
+        lambda p: make_sdr_clip(p / "screen.mov", width=640, height=360, matrix="ITU709", codec="qtrle", tagged=False),
+        {},
+    ),
     "hlg_hevc": Case(lambda p: make_hdr_clip(p / "hlg.mp4", transfer="hlg", width=640, height=360), {}),
     "pq_h264_fmp4": Case(
         lambda p: make_hdr_clip(p / "pq.mp4", transfer="pq", width=640, height=360, codec="libx264"),
@@ -309,6 +320,7 @@ PICTURE_CASES = {
     "bt601_sd": ("ITU601", 41.0, None),
     "mjpeg_full": ("ITU601", 40.0, 31.0),
     "h264_full_fmp4": ("ITU709", 40.0, 30.0),
+    "rgb_qtrle": ("ITU709", 40.0, None),
 }
 
 
@@ -362,7 +374,7 @@ def test_tone_mapped_hdr_looks_like_the_sdr_grade(transcoded: Callable[[str], Ru
     assert naive < 0.85 * sat_ref
 
 
-@pytest.mark.parametrize("name", ["bt709_hd", "untagged_hd", "mjpeg_full", "h264_full_fmp4"])
+@pytest.mark.parametrize("name", ["bt709_hd", "untagged_hd", "mjpeg_full", "h264_full_fmp4", "rgb_qtrle"])
 def test_poster_shows_the_source_picture(transcoded: Callable[[str], Run], name: str) -> None:
     # JPEG is BT.601 full range: an HD poster written with BT.709 values
     # showed ~31 dB; a full-range source's, ~31 dB too.

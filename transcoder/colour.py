@@ -121,6 +121,8 @@ _SDR_TRANSFERS = {"bt709", "smpte170m", "bt470bg", "bt470m", "bt2020-10", "bt202
 # Primaries the tone-map LUT can convert from (chromaticities in tonemap.py).
 LUT_PRIMARIES = ("bt709", "bt2020", "smpte432")
 
+_RGB_FORMATS = ("rgb", "bgr", "gbr", "argb", "abgr", "0rgb", "0bgr", "x2rgb", "x2bgr", "pal8")
+
 ToneMap = Literal["none", "hlg", "pq", "gamut"]
 
 
@@ -154,6 +156,7 @@ class ColourPlan:
     assumed: tuple[str, ...]
     tone_map: ToneMap
     peak_nits: float  # the source peak the tone map assumes (HDR only)
+    rgb: bool = False  # an RGB pixel format (PNG, QuickTime RLE, 4:4:4 RGB): no source matrix
 
     @property
     def full_range(self) -> bool:
@@ -167,6 +170,9 @@ class ColourPlan:
         """
         if self.tone_map != "none":
             return None
+        if self.rgb:
+            # swscale's default RGB -> YUV matrix is BT.601: ask for BT.709.
+            return ScalerColour(src_colorspace="ITU709", src_color_range="JPEG")
         if self.matrix == "bt709" and not self.full_range:
             return None
         return ScalerColour(
@@ -194,6 +200,8 @@ class ColourPlan:
             how = f"gamut {self.primaries} -> bt709 (3D LUT in the decoder graph, no tone map)"
         elif self.scaler is None:
             how = "no conversion, tagged"
+        elif self.rgb:
+            how = "RGB -> bt709 limited-range YUV (in the scaler), no tone map"
         else:
             parts = []
             if self.matrix != "bt709":
@@ -222,8 +230,11 @@ def plan_colour(
     ``height`` is the coded (decoded) height, before rotation.
     """
     assumed: list[str] = []
-    sd = height <= SD_MAX_LINES
-    if matrix not in _SWS_MATRICES:
+    rgb = pix_fmt.startswith(_RGB_FORMATS)
+    sd = height <= SD_MAX_LINES and not rgb  # RGB video is screen content: sRGB/BT.709 primaries
+    if rgb:
+        matrix, range = "gbr", "pc"  # RGB has no matrix and is full range
+    elif matrix not in _SWS_MATRICES:
         # Untagged, or a matrix swscale cannot convert (YCgCo, ICtCp): use the
         # conventional default for the picture size.
         matrix = "smpte170m" if sd else "bt709"
@@ -261,6 +272,7 @@ def plan_colour(
         # HLG is scene-referred: its OOTF is defined for a nominal 1000 cd/m2
         # display whatever the content; PQ carries absolute light levels.
         peak_nits=peak_nits if tone_map == "pq" else (DEFAULT_PEAK_NITS if tone_map == "hlg" else 0.0),
+        rgb=rgb,
     )
 
 
