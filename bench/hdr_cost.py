@@ -10,6 +10,11 @@ decoder-graph conversion of every frame). Each source is transcoded
 P -q`` (its own thread plan); the CPU is the child's user + system seconds.
 
     python -m bench.hdr_cost --seconds 6 --runs 3 [--transfers hlg,pq] [--width 1920 --height 1080]
+
+Measured (2 shared vCPUs, Zen 4, PyAV 18.1; ``--seconds 5 --runs 3 --transfers hlg,pq``, 1080p30
+grainy sample, veryfast, CPU median of 3): SDR 11.71 s, HLG 14.44 s (1.233x), PQ 14.65 s
+(1.250x): the tone map adds 18-20 ms CPU per 1080p frame (LUT build and file ~0.2 s per run
+included); wall 17.7 / 19.4 / 18.8 s.
 """
 
 from __future__ import annotations
