@@ -12,9 +12,14 @@ limited ("tv") range, 8-bit 4:2:0, and says so in its VUI (and in the fMP4
   already runs converts the matrix and the range in the same swscale pass.
   SD primaries (SMPTE 170M / BT.470BG) are not converted to BT.709 primaries:
   the difference is small and it is what players and the ffmpeg CLI do.
-* HLG or PQ (any primaries), or SDR BT.2020: a 3D LUT computed once per run
+* RGB pixel formats (QuickTime RLE, PNG, 4:4:4 RGB): the scaler converts
+  with the BT.709 matrix (swscale's default would be BT.601).
+* HLG or PQ (BT.2020, Display P3 or BT.709 primaries; others are read as
+  BT.2020), or SDR BT.2020 / P3: a 3D LUT computed once per run
   (:mod:`transcoder.tonemap`) maps the source R'G'B' to SDR BT.709 R'G'B' in
   the decoder's filter graph; the scaler then sees BT.709 limited frames.
+* The poster (JPEG: BT.601 full range) is converted from the same source
+  values.
 
 The names are FFmpeg's (``av_color_space_name`` and friends) so they read the
 same as ``ffprobe``.
