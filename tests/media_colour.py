@@ -192,17 +192,38 @@ def hdr_signal(rgb: U8, transfer: str) -> F64:
     return tonemap.hlg_oetf(scene)
 
 
+# A 1000 cd/m2 P3-D65 mastering display, in x265's units (0.00002 xy, 0.0001 cd/m2).
+MASTER_DISPLAY_1000 = "G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,1)"
+
+
 def make_hdr_clip(
-    path: Path, *, transfer: str, width: int = 320, height: int = 180, codec: str = "libx265", frames: int = 10
+    path: Path,
+    *,
+    transfer: str,
+    width: int = 320,
+    height: int = 180,
+    codec: str = "libx265",
+    frames: int = 10,
+    max_cll: int | None = None,
+    master_display: str | None = None,
 ) -> Path:
     """A 10-bit BT.2020 HLG or PQ clip (yuv420p10le, tagged) of :func:`sdr_picture`.
 
     HEVC like an iPhone's HLG, or H.264 High 10 with ``codec="libx264"``.
+    ``max_cll`` (cd/m2) and ``master_display`` (x265 syntax) add HDR10 SEI
+    (libx265 only); decoded frames carry them as side data.
     """
     reformatter = VideoReformatter()
     fps = 10
     with av.open(str(path), "w") as out:
         stream = _encoder(out, codec, width=width, height=height, fps=fps, pix_fmt="yuv420p10le")
+        if codec == "libx265" and (max_cll or master_display):
+            extra = ":hdr10=1"
+            extra += f":max-cll={max_cll},{max_cll // 10}" if max_cll else ""
+            extra += f":master-display={master_display}" if master_display else ""
+            options = dict(stream.codec_context.options)
+            options["x265-params"] += extra
+            stream.codec_context.options = options
         _tag(stream, primaries=9, transfer=_TRANSFER[transfer], matrix=9, full_range=False)
         pictures = []
         for i in range(frames):
@@ -222,6 +243,7 @@ def make_hdr_clip(
 
 
 __all__ = [
+    "MASTER_DISPLAY_1000",
     "hdr_signal",
     "make_hdr_clip",
     "make_sdr_clip",

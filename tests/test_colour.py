@@ -27,6 +27,7 @@ from av.video.reformatter import VideoReformatter
 
 import transcoder
 from tests.media_colour import (
+    MASTER_DISPLAY_1000,
     U8,
     hdr_signal,
     make_hdr_clip,
@@ -38,7 +39,7 @@ from tests.media_colour import (
 )
 from transcoder import EncoderSettings, LadderPolicy, RungSpec, TranscodeConfig, TranscodeResult, tonemap
 from transcoder.bitstream import mp4_top_level_boxes
-from transcoder.colour import ScalerColour, hdr_peak_nits, plan_colour
+from transcoder.colour import ScalerColour, colour_of, hdr_peak_nits, plan_colour
 from transcoder.scale import Scaler
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,6 +117,21 @@ def test_hdr_peak_comes_from_max_cll_then_the_mastering_display() -> None:
     assert hdr_peak_nits(content_light=struct.pack("=II", 0, 0), mastering=None) is None
     no_luminance = mastering[:-4] + struct.pack("=i", 0)
     assert hdr_peak_nits(content_light=None, mastering=no_luminance) is None
+
+
+@pytest.mark.parametrize(
+    ("max_cll", "master_display", "peak"),
+    [(4000, MASTER_DISPLAY_1000, 4000.0), (None, MASTER_DISPLAY_1000, 1000.0), (None, None, None)],
+)
+def test_probe_reads_the_hdr10_peak(
+    tmp_path: Path, max_cll: int | None, master_display: str | None, peak: float | None
+) -> None:
+    clip = make_hdr_clip(
+        tmp_path / "hdr10.mp4", transfer="pq", frames=2, max_cll=max_cll, master_display=master_display
+    )
+    video = transcoder.probe(clip).video
+    assert video.hdr_peak_nits == peak
+    assert colour_of(video).peak_nits == (peak or 1000.0)
 
 
 # ----------------------------------------------------------------------------- the tone curve (pure)
