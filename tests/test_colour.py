@@ -17,10 +17,12 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import av
+import av.filter
 import numpy as np
 import pytest
 from av.video.reformatter import VideoReformatter
@@ -183,6 +185,36 @@ def test_gamut_fit_keeps_luminance_and_lands_inside() -> None:
     assert float((fitted @ weights)[0]) == pytest.approx(float((pure_2020_green @ weights)[0]), rel=1e-9)
     inside = np.array([[0.2, 0.5, 0.3]])
     np.testing.assert_array_equal(tonemap.fit_gamut(inside, weights), inside)
+
+
+def test_tone_map_chain_runs_from_any_directory(tmp_path: Path) -> None:
+    plan = plan_colour(
+        matrix="bt2020nc", primaries="bt2020", transfer="smpte2084", range="tv", pix_fmt="yuv420p10le", height=36
+    )
+    folder = tmp_path / "it's a:weird\\dir"
+    folder.mkdir()
+    cube = folder / "pq.cube"
+    cube.write_text(tonemap.cube_text(tonemap.build_lut(plan, size=17)))
+    source = av.VideoFrame.from_ndarray(np.full((36, 64, 3), 40000, np.uint16), format="rgb48le").reformat(
+        format="yuv420p10le", dst_colorspace="BT2020", dst_color_range="MPEG"
+    )
+    source.pts, source.time_base = 0, Fraction(1, 25)
+    graph = av.filter.Graph()
+    node = graph.add_buffer(width=64, height=36, format=source.format, time_base=source.time_base)
+    for name, args in tonemap.tone_map_filters(plan, str(cube)):
+        nxt = graph.add(name, args)
+        node.link_to(nxt)
+        node = nxt
+    node.link_to(graph.add("buffersink"))
+    graph.configure()
+    graph.push(source)
+    out = graph.pull()
+    assert isinstance(out, av.VideoFrame)
+    assert (out.format.name, *_tags(out)) == ("yuv420p", *BT709_LIMITED)
+    # PQ 40000/65535 is ~180 cd/m2 grey: near SDR white after the EETF, never clipped to it.
+    grey = to_rgb(out)
+    expected = tonemap.sdr_from_source(np.full((1, 3), 40000 / 65535), plan)[0] * 255
+    np.testing.assert_allclose(grey.reshape(-1, 3).mean(axis=0), expected, atol=2.5)
 
 
 # ----------------------------------------------------------------------------- the scaler

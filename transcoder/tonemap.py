@@ -219,11 +219,13 @@ def tone_map_filters(plan: ColourPlan, cube_path: str) -> list[tuple[str, str]]:
     16-bit R'G'B' in between keeps 10-bit sources' precision through the LUT.
     """
     in_range = "pc" if plan.full_range else "tv"
-    # lut3d's option parser splits on ':' and '\'; a temp path has neither on POSIX.
+    # The filter's option parser splits on ':' and reads backslashes and quotes:
+    # escape them, whatever the temp directory is called.
+    path = cube_path.replace("\\", "\\\\").replace("'", "\\'").replace(":", "\\:")
     return [
         ("scale", f"in_color_matrix={plan.filter_matrix}:in_range={in_range}"),
         ("format", "gbrp16le"),
-        ("lut3d", f"file={cube_path}:interp=tetrahedral"),
+        ("lut3d", f"file={path}:interp=tetrahedral"),
         ("scale", "out_color_matrix=bt709:out_range=tv"),
         ("format", "yuv420p"),
         ("setparams", "colorspace=bt709:color_primaries=bt709:color_trc=bt709:range=tv"),
