@@ -63,7 +63,12 @@ def _grade_graph(template: av.VideoFrame, transfer: str, cube: Path) -> av.filte
         width=template.width, height=template.height, format=template.format, time_base=Fraction(1, 30)
     )
     if transfer == "sdr":
-        chain = [("format", "yuv420p10le")]
+        # Explicit matrix and range: the buffer carries no colour properties,
+        # and a bare format=yuv420p10le shifted the levels (mean Y' 125.7 -> 122.4).
+        chain = [
+            ("scale", "in_color_matrix=bt709:out_color_matrix=bt709:in_range=tv:out_range=tv"),
+            ("format", "yuv420p10le"),
+        ]
     else:
         chain = [
             ("scale", "in_color_matrix=bt709:in_range=tv"),
