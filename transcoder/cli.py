@@ -37,6 +37,7 @@ from typing import Any
 import click
 
 from .budget import detect_budget
+from .colour import colour_of
 from .config import X264_PRESETS, EncoderSettings, LadderPolicy, TranscodeConfig
 from .decode import video_filters
 from .encode import x264_options
@@ -47,6 +48,7 @@ from .models import Ladder, Progress, SourceInfo, TranscodeResult
 from .probe import probe
 from .run import open_source, transcode
 from .threadplan import plan_threads
+from .tonemap import describe_filters
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -203,12 +205,15 @@ def _plan(source: Path | str, config: TranscodeConfig, storage: StorageConfig, a
         for rung in ladder.rungs
     }
     filters = [f"{name}={args}" if args else name for name, args in video_filters(info)]
+    colour = colour_of(info.video)
+    filters += describe_filters(colour)
     if as_json:
         payload = {
             "source": jsonable(info),
             "ladder": jsonable(ladder),
             "x264": settings,
             "filters": filters,
+            "colour": {**jsonable(colour), "summary": colour.describe()},
             "threads": jsonable(threads),
             "segment_format": config.segment_format,
         }
@@ -216,6 +221,7 @@ def _plan(source: Path | str, config: TranscodeConfig, storage: StorageConfig, a
         return EXIT_OK
     click.echo(_describe_source(info))
     click.echo(f"filters before scaling: {', '.join(filters) if filters else 'none'}")
+    click.echo(colour.describe())
     click.echo(
         f"segments: {config.segment_format}, {ladder.segment_s:g} s; keyframe every {ladder.gop_s:g} s; "
         f"scaler: {config.encoder.scaler}"

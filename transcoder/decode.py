@@ -22,9 +22,11 @@ import av
 import av.container
 import av.filter
 
+from .colour import colour_of
 from .errors import CancelledError, InputError
 from .models import SourceInfo
 from .probe import Source, open_input
+from .tonemap import cube_file, tone_map_filters
 
 VideoSink = Callable[[av.VideoFrame, Fraction], None]
 AudioSink = Callable[[av.AudioFrame, Fraction], None]
@@ -107,7 +109,7 @@ class Decoder:
             if self.on_audio is not None and self.info.audio is not None:
                 astream = container.streams[self.info.audio.index]
                 streams.append(astream)
-            graph = _filter_graph(vstream, self.info)
+            graph = _filter_graph(vstream, self.info, threads=self.threads)
             try:
                 for packet in container.demux(*streams):
                     if self.cancel.is_set():
@@ -239,8 +241,11 @@ class Decoder:
 class _Graph:
     """A linear FFmpeg filter graph (``buffer -> filters... -> buffersink``)."""
 
-    def __init__(self, stream: Any, filters: list[tuple[str, str]]) -> None:
+    def __init__(self, stream: Any, filters: list[tuple[str, str]], *, threads: int = 0) -> None:
         self.graph = av.filter.Graph()
+        if threads:
+            # The default (0) is one thread per host CPU, not the job's budget.
+            self.graph.threads = threads
         node = self.graph.add_buffer(template=stream)
         for name, args in filters:
             nxt = self.graph.add(name, args)
@@ -279,6 +284,15 @@ def video_filters(info: SourceInfo) -> list[tuple[str, str]]:
     return filters
 
 
-def _filter_graph(stream: Any, info: SourceInfo) -> _Graph | None:
+def _filter_graph(stream: Any, info: SourceInfo, *, threads: int = 0) -> _Graph | None:
     filters = video_filters(info)
-    return _Graph(stream, filters) if filters else None
+    colour = colour_of(info.video)
+    if colour.tone_map == "none":
+        return _Graph(stream, filters) if filters else None
+    # HDR or BT.2020: the run's LUT after deinterlacing and rotation, once per
+    # decoded frame, so every rung gets SDR BT.709 limited-range frames.
+    # lut3d reads the file when it is added: it need not outlive the graph.
+    # lut3d and scale run slice threads: the decoder's share of the budget,
+    # not the graph's default of one per host CPU.
+    with cube_file(colour) as path:
+        return _Graph(stream, filters + tone_map_filters(colour, path), threads=threads)

@@ -16,6 +16,7 @@ import av
 from av.video.frame import PictureType
 
 from .bitstream import avc_codecs_tag
+from .colour import OUTPUT_MATRIX, OUTPUT_PRIMARIES, OUTPUT_RANGE, OUTPUT_TRANSFER, ScalerColour
 from .errors import CancelledError, MediaError
 from .hold import StillGop, encode_still_gop, parameter_sets
 from .models import Ladder, Rung
@@ -128,12 +129,15 @@ class RungEncoder:
         interpolation: str,
         lookahead_thread: bool = True,
         forward: Callable[[av.VideoFrame, Fraction], None] | None = None,
+        colour: ScalerColour | None = None,
     ) -> None:
         self.rung = rung
         self.forward = forward
         self.gop_frames = ladder.gop_frames(rung)
         self.segmenter = segmenter
-        self.scaler = Scaler(rung.width, rung.height, interpolation=interpolation)
+        # ``colour``: how the frames this rung receives differ from BT.709
+        # limited range (None for frames forwarded by a parent rung: already converted).
+        self.scaler = Scaler(rung.width, rung.height, interpolation=interpolation, colour=colour)
         self.slots = CfrSlots(rung.fps)
         self.codecs: str | None = None
         self.frames_out = 0
@@ -150,6 +154,13 @@ class RungEncoder:
         cc.thread_type = "FRAME"
         cc.thread_count = threads
         cc.bit_rate = rung.bitrate_kbps * 1000
+        # Every rung is BT.709 limited range (the scaler or the decoder's tone
+        # map made it so): say it in the SPS VUI (and the muxers' colr box),
+        # or players guess, and some guess BT.601.
+        cc.color_primaries = OUTPUT_PRIMARIES
+        cc.color_trc = OUTPUT_TRANSFER
+        cc.colorspace = OUTPUT_MATRIX
+        cc.color_range = OUTPUT_RANGE
         self._options = codec_options(
             rung, gop_frames=self.gop_frames, preset=preset, crf=crf, lookahead_thread=lookahead_thread
         )

@@ -36,6 +36,14 @@ class VideoInfo:
     start_s: float
     duration_s: float | None
     frame_count: int | None
+    # Colour as tagged in the stream, FFmpeg's names ("bt709", "smpte170m",
+    # "bt2020nc", "arib-std-b67", "smpte2084"; range "tv"/"pc"); "unknown"
+    # when untagged. transcoder.colour decides what is assumed and converted.
+    colour_matrix: str = "unknown"
+    colour_primaries: str = "unknown"
+    colour_transfer: str = "unknown"
+    colour_range: str = "unknown"
+    hdr_peak_nits: float | None = None  # MaxCLL, else the mastering display's peak (HDR10 metadata)
 
     @property
     def interlaced(self) -> bool:

@@ -29,6 +29,7 @@ import av
 
 from . import hls
 from .audio import AudioEncoder
+from .colour import colour_of
 from .config import TranscodeConfig
 from .decode import Decoder
 from .encode import RungEncoder, frames_until, rung_segment_s, scaling_parents, segments_until
@@ -154,6 +155,7 @@ def run_ladder(
 
             return forward
 
+        colour = colour_of(info.video)  # decided once per run, from the probe
         for index, rung in enumerate(ladder.rungs):
             segmenter = HlsSegmenter(
                 name=rung.name,
@@ -173,6 +175,9 @@ def run_ladder(
                     interpolation=config.encoder.scaler,
                     lookahead_thread=threads.x264_lookahead_thread,
                     forward=forwarder(children[index]),
+                    # Rungs fed by the decoder convert the source's colour;
+                    # cascaded rungs get frames their parent already converted.
+                    colour=colour.scaler if parents[index] is None else None,
                 )
             )
         audio_encoder: AudioEncoder | None = None
@@ -196,7 +201,11 @@ def run_ladder(
         # Candidates along the video, not the container: audio that outlasts
         # the camera would put them past the last frame.
         poster_span_s = info.video.duration_s or info.duration_s
-        poster = PosterPicker(poster_span_s, *_poster_size(top.width, top.height)) if config.poster else None
+        poster = (
+            PosterPicker(poster_span_s, *_poster_size(top.width, top.height), colour=colour.scaler)
+            if config.poster
+            else None
+        )
         audio_queue: queue.Queue[Any] = queue.Queue(maxsize=max(64, config.queue_depth * 8))
 
         root_queues = [q for q, parent in zip(rung_queues, parents, strict=True) if parent is None]

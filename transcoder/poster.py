@@ -9,9 +9,12 @@ candidate, nothing per ordinary frame beyond a comparison.
 from __future__ import annotations
 
 from fractions import Fraction
+from typing import Any
 
 import av
 from av.video.reformatter import Interpolation
+
+from .colour import ScalerColour
 
 _CANDIDATE_POINTS = (0.1, 0.25, 0.4, 0.5, 0.6, 0.75)
 _MIN_MEAN, _MAX_MEAN, _MIN_STD = 16.0, 240.0, 6.0
@@ -23,9 +26,18 @@ class PosterPicker:
     ``width``/``height`` is the poster size (the display aspect of the video).
     """
 
-    def __init__(self, duration_s: float, width: int, height: int) -> None:
+    def __init__(self, duration_s: float, width: int, height: int, *, colour: ScalerColour | None = None) -> None:
         self.width = width
         self.height = height
+        # JPEG is BT.601 full range: convert from the source's matrix and range
+        # (``colour``; None: BT.709 limited), or HD posters shift colour.
+        src = colour or ScalerColour(src_colorspace="ITU709", src_color_range="MPEG")
+        self._colour_args: dict[str, Any] = {
+            "src_colorspace": src.src_colorspace,
+            "src_color_range": src.src_color_range,
+            "dst_colorspace": "ITU601",
+            "dst_color_range": "JPEG",
+        }
         self._points = [Fraction(p) * Fraction(duration_s).limit_denominator(1000) for p in _CANDIDATE_POINTS]
         self._best: tuple[float, av.VideoFrame] | None = None
         self._fallback: av.VideoFrame | None = None
@@ -33,7 +45,11 @@ class PosterPicker:
     def push(self, frame: av.VideoFrame, time_s: Fraction) -> None:
         if self._fallback is None or (self._points and time_s >= self._points[0]):
             candidate = frame.reformat(
-                width=self.width, height=self.height, format="yuvj420p", interpolation=Interpolation.BICUBIC
+                width=self.width,
+                height=self.height,
+                format="yuvj420p",
+                interpolation=Interpolation.BICUBIC,
+                **self._colour_args,
             )
             if self._fallback is None:
                 self._fallback = candidate

@@ -28,6 +28,7 @@ from typing import IO, Any, BinaryIO
 import av
 import av.container
 
+from .colour import MATRIX_NAMES, PRIMARIES_NAMES, RANGE_NAMES, TRANSFER_NAMES, hdr_peak_nits
 from .config import Limits
 from .errors import InputError, LimitExceededError, TranscodeError, UnsupportedInputError
 from .models import AudioInfo, SourceInfo, VideoInfo
@@ -284,6 +285,7 @@ def _probe_container(
         start_s=_start_s(vstream),
         duration_s=_stream_duration_s(vstream),
         frame_count=vstream.frames or None,
+        **_colour_tags(first_frame, cc),
     )
     audio = None
     if astream is not None:
@@ -412,6 +414,31 @@ def _first_frame_and_times(
     if first is None:
         raise InputError("video stream has no decodable frame", context={"path": where})
     return first, times
+
+
+def _colour_tags(frame: av.VideoFrame, cc: Any) -> dict[str, Any]:
+    """The colour tags of the video as FFmpeg names, from the first frame, else the stream.
+
+    Frames carry what the bitstream says (SPS VUI, JPEG's full range); the
+    codec context can miss what only the frames carry.
+    """
+
+    def pick(frame_value: int, stream_value: int, names: dict[int, str]) -> str:
+        name = names.get(frame_value, "unknown")
+        return name if name != "unknown" else names.get(stream_value, "unknown")
+
+    # Iterating the container yields the entries (its values() is broken in PyAV 18).
+    entries: list[Any] = list(frame.side_data) if frame.side_data else []
+    side = {entry.type.name: bytes(entry) for entry in entries}
+    return {
+        "colour_matrix": pick(frame.colorspace, cc.colorspace, MATRIX_NAMES),
+        "colour_primaries": pick(frame.color_primaries, cc.color_primaries, PRIMARIES_NAMES),
+        "colour_transfer": pick(frame.color_trc, cc.color_trc, TRANSFER_NAMES),
+        "colour_range": pick(frame.color_range, cc.color_range, RANGE_NAMES),
+        "hdr_peak_nits": hdr_peak_nits(
+            content_light=side.get("CONTENT_LIGHT_LEVEL"), mastering=side.get("MASTERING_DISPLAY_METADATA")
+        ),
+    }
 
 
 _STANDARD_RATES = tuple(
