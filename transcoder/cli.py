@@ -250,6 +250,7 @@ def _run(
     if as_json:
         payload = jsonable(result)
         payload["master_path"] = _master_path(output, result.master_uri)
+        payload["dropped_rungs"] = list(result.dropped_rungs)
         click.echo(json.dumps(payload, indent=2))
     else:
         click.echo(_result_table(result, output))
@@ -379,7 +380,29 @@ def _result_table(result: TranscodeResult, output: Path | str) -> str:
         f"{result.source.duration_s:.1f} s of video in {result.wall_s:.1f} s ({speed:.2f}x realtime), "
         f"CPU {result.cpu_s:.1f} s, peak RSS {result.peak_rss_bytes / 2**20:.0f} MiB"
     )
-    return _table(rows) + footer
+    return _table(rows) + _dropped_lines(result) + footer
+
+
+_DROP_REASONS = {
+    "pixels": "no fewer pixels than {larger}",
+    "not_cheaper": "costs as much as {larger}",
+    "small_saving": "saves less than the minimum against {larger}",
+}
+
+
+def _dropped_lines(result: TranscodeResult) -> str:
+    """One line per rung measured but not published, with the rates the rule compared."""
+    lines = []
+    for d in result.rung_decisions:
+        if d.kept:
+            continue
+        why = _DROP_REASONS.get(d.reason, d.reason).format(larger=d.compared_with)
+        lines.append(
+            f"\ndropped {d.name} ({d.width}x{d.height}): {why}; BANDWIDTH {d.bandwidth_bps / 1000:.0f} kb/s "
+            f"({(d.bandwidth_saving or 0.0):+.0%} saved), AVERAGE {d.average_bandwidth_bps / 1000:.0f} kb/s "
+            f"({(d.average_saving or 0.0):+.0%} saved)"
+        )
+    return "".join(lines)
 
 
 def _table(rows: Sequence[tuple[str, ...]]) -> str:

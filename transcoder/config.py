@@ -55,6 +55,10 @@ class LadderPolicy:
     VBV cap. Rungs above ``high_fps_threshold`` get ``high_fps_bitrate_factor``
     more bits. ``cellular_rung`` adds a 234p rung whose measured peak
     (video + its own small audio) stays within 192 kb/s.
+    ``min_rung_saving``: after encoding, a rung is published only if it saves
+    at least this share of bits (BANDWIDTH and AVERAGE-BANDWIDTH) against the
+    next larger published rung (:mod:`transcoder.pruning`); 0 still drops
+    rungs that cost as much as a larger one.
     """
 
     rungs: tuple[RungSpec, ...] = DEFAULT_RUNGS
@@ -67,8 +71,13 @@ class LadderPolicy:
     bufsize_factor: float = 2.0
     audio_bitrate_kbps: int = 128
     cellular_rung: bool = False
+    min_rung_saving: float = 0.15
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.min_rung_saving < 1.0:
+            raise ConfigError(
+                "min_rung_saving must be within [0, 1)", context={"min_rung_saving": self.min_rung_saving}
+            )
         if not self.rungs:
             raise ConfigError("the ladder policy needs at least one rung")
         sides = [r.short_side for r in self.rungs]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+from .pruning import RungDecision
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VideoInfo:
@@ -175,6 +177,13 @@ class TranscodeResult:
     cpu_s: float
     peak_rss_bytes: int
     output_bytes: int = field(default=0)
+    # One per planned video rung, largest first: published or dropped, why,
+    # and the measured rates the decision used (transcoder.pruning).
+    rung_decisions: tuple[RungDecision, ...] = field(default=())
+
+    @property
+    def dropped_rungs(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self.rung_decisions if not d.kept)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -105,6 +105,7 @@ def transcode(
         cpu_s=cpu_s,
         peak_rss_bytes=_peak_rss_bytes(),
         output_bytes=sum(r.size_bytes for r in output.renditions),
+        rung_decisions=output.rung_decisions,
     )
 
 
