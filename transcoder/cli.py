@@ -136,6 +136,13 @@ def _location(local: click.Path) -> Any:
     "--threads", type=click.IntRange(1, 256), default=None, help="CPU budget (default: cgroup quota/affinity)."
 )
 @click.option("--cellular", is_flag=True, help="Add a 234p rung whose peak stays within 192 kb/s.")
+@click.option(
+    "--min-rung-saving",
+    type=click.FloatRange(0.0, 1.0, max_open=True),
+    default=0.15,
+    show_default=True,
+    help="Publish a rung only if it saves this share of bits against the next larger published rung.",
+)
 @click.option("--no-poster", is_flag=True, help="Do not write poster.jpg.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result (or the plan) as JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
@@ -151,6 +158,7 @@ def cli(
     segment_format: str,
     threads: int | None,
     cellular: bool,
+    min_rung_saving: float,
     no_poster: bool,
     as_json: bool,
     quiet: bool,
@@ -160,7 +168,7 @@ def cli(
         raise click.UsageError("missing option '-o' / '--output' (or use --plan)")
     try:
         config = TranscodeConfig(
-            ladder=LadderPolicy(cellular_rung=cellular),
+            ladder=LadderPolicy(cellular_rung=cellular, min_rung_saving=min_rung_saving),
             encoder=EncoderSettings(preset=preset, crf=crf),
             segment_format="fmp4" if segment_format == "fmp4" else "ts",
             segment_s=segment_seconds,
