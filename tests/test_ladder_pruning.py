@@ -10,6 +10,7 @@ and an s3:// prefix on SeaweedFS).
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -126,7 +127,7 @@ def test_pruning_rule(
     assert [d.kept for d in decisions] == [reason in (KEPT, KEPT_TOP) for _, reason, _ in expected]
     kept = [d for d in decisions if d.kept]
     # What is published is strictly decreasing in pixels and in both rates, largest first.
-    for larger, smaller in zip(kept, kept[1:], strict=False):
+    for larger, smaller in itertools.pairwise(kept):
         assert larger.width * larger.height > smaller.width * smaller.height
         assert larger.bandwidth_bps > smaller.bandwidth_bps
         assert larger.average_bandwidth_bps > smaller.average_bandwidth_bps
@@ -196,7 +197,7 @@ def _assert_monotonic_and_reported(result: TranscodeResult, master_text: str, na
     assert [(bw, avg) for _, _, bw, avg in variants] == [(d.bandwidth_bps, d.average_bandwidth_bps) for d in kept]
     # ... and what a player sees is strictly increasing in pixels and BANDWIDTH, smallest first.
     ascending = sorted(variants, key=lambda v: v[1])
-    assert all(a[1] < b[1] and a[2] < b[2] and a[3] < b[3] for a, b in zip(ascending, ascending[1:], strict=False))
+    assert all(a[1] < b[1] and a[2] < b[2] and a[3] < b[3] for a, b in itertools.pairwise(ascending))
     # Nothing of a dropped rung is published, listed or left behind.
     assert {r.name for r in result.renditions} == {d.name for d in kept} | {"audio"}
     for name in dropped:
