@@ -119,6 +119,9 @@ class EncoderSettings:
     # cheaper scaling (~1-2% of the CPU), but it cost ~0.07 dB PSNR-Y at 480p
     # on the bench (-0.19 with vs -0.12 dB without, bench/NOTES.md). Off.
     cascade: bool = False
+    # A decoded frame equal to the previous one reuses each rung's last scaled
+    # frame instead of being scaled again (transcoder.still). Same output bytes.
+    reuse_still_frames: bool = True
 
     def __post_init__(self) -> None:
         if self.preset not in X264_PRESETS:

@@ -111,7 +111,12 @@ class RungEncoder:
         self.slots = CfrSlots(rung.fps)
         self.codecs: str | None = None
         self.frames_out = 0
+        self.reused_frames = 0  # source frames that reused the last scaled frame
         self._pending: av.VideoFrame | None = None
+        self._pending_same = False
+        # The frame scaled last, while every source frame since equalled its
+        # predecessor (None once one did not): a repeat can reuse it.
+        self._last_scaled: av.VideoFrame | None = None
         stream = segmenter.container.add_stream("libx264", rate=rung.fps)
         stream.width = rung.width
         stream.height = rung.height
@@ -134,25 +139,42 @@ class RungEncoder:
     def encoded_s(self) -> float:
         return self.frames_out / float(self.rung.fps)
 
-    def push(self, frame: av.VideoFrame, time_s: Fraction) -> None:
-        """Feed the next source frame, shown from ``time_s`` (seconds from the start)."""
+    def push(self, frame: av.VideoFrame, time_s: Fraction, same: bool = False) -> None:
+        """Feed the next source frame, shown from ``time_s`` (seconds from the start).
+
+        ``same``: the frame's pictures equal the previous frame's (a still
+        slide); the rung then reuses its last scaled frame instead of scaling
+        again. The very frame object pushed twice (a larger rung forwarding a
+        repeat) counts as the same.
+        """
         if self._pending is not None:
             repeat = self.slots.slots_before(time_s)
-            self._emit(self._pending, repeat)
+            self._emit(self._pending, repeat, self._pending_same)
+        self._pending_same = same or frame is self._pending
         self._pending = frame
 
     def finish(self, end_s: Fraction) -> None:
         """Fill the output up to ``end_s``, flush the encoder and close the muxer."""
         if self._pending is not None:
-            self._emit(self._pending, self.slots.slots_until_end(end_s))
+            self._emit(self._pending, self.slots.slots_until_end(end_s), self._pending_same)
             self._pending = None
+        self._last_scaled = None
         self._encode(None)
         self.segmenter.close()
 
-    def _emit(self, source: av.VideoFrame, repeat: int) -> None:
+    def _emit(self, source: av.VideoFrame, repeat: int, same: bool) -> None:
+        if not same:
+            self._last_scaled = None  # the picture changed since the last scaled frame
         if repeat <= 0:
             return
-        frame = self.scaler.scale(source)
+        if self._last_scaled is not None:
+            # Equal to what was scaled last: the same output picture. Encoding
+            # only reads it (pts and picture type are set again below).
+            frame = self._last_scaled
+            self.reused_frames += 1
+        else:
+            frame = self.scaler.scale(source)
+            self._last_scaled = frame
         for _ in range(repeat):
             slot = self.frames_out
             frame.pts = slot

@@ -157,6 +157,7 @@ class RenditionResult:
     size_bytes: int
     duration_s: float
     audio_group: str | None = None  # for video: the audio rendition it plays with
+    reused_frames: int = 0  # video: source frames that repeated the previous one and were not scaled again
 
     @property
     def segment_count(self) -> int:

@@ -40,6 +40,7 @@ from .probe import Source
 from .profiles import ThreadPlan
 from .pruning import RungDecision, RungRates, prune_ladder
 from .segmenter import HlsSegmenter
+from .still import RepeatDetector
 from .threads import lower_thread_priority, name_os_thread
 
 MASTER = "master.m3u8"
@@ -199,9 +200,14 @@ def run_ladder(
 
         root_queues = [q for q, parent in zip(rung_queues, parents, strict=True) if parent is None]
 
+        repeats = RepeatDetector() if config.encoder.reuse_still_frames else None
+
         def on_video(frame: av.VideoFrame, time_s: Fraction) -> None:
+            # Runs in the decoder thread: the comparison costs ~0.2 ms on a
+            # still 1080p frame and far less on a moving one (transcoder.still).
+            same = repeats.same_as_previous(frame) if repeats is not None else False
             for q in root_queues:
-                coordinator.put(q, (frame, time_s))
+                coordinator.put(q, (frame, time_s, same))
             if poster is not None:
                 poster.push(frame, time_s)
 
@@ -431,6 +437,7 @@ def _rendition(
         height=rung.height,
         fps=rung.fps,
         bitrate_kbps=rung.bitrate_kbps,
+        reused_frames=encoder.reused_frames,
         segments=tuple(segments),
         peak_bps=peak,
         average_bps=average,
