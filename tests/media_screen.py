@@ -60,9 +60,13 @@ def make_screen_recording(
     fps: int = 10,
     seconds: float = 3.0,
     cursor_moves_s: tuple[float, float] = (1.0, 1.5),
+    cursor_every: int = 1,
     audio: bool = True,
 ) -> Path:
-    """Write a still slide with a briefly moving cursor to ``path`` (MP4, H.264 + AAC)."""
+    """Write a still slide with a briefly moving cursor to ``path`` (MP4, H.264 + AAC).
+
+    While it moves, the cursor steps on every ``cursor_every``-th frame only.
+    """
     planes = slide_picture(width, height)
     frames = round(seconds * fps)
     with av.open(str(path), mode="w", format="mp4") as out:
@@ -73,7 +77,7 @@ def make_screen_recording(
         x, cy = width // 3, height // 2
         for i in range(frames):
             t = i / fps
-            if cursor_moves_s[0] <= t < cursor_moves_s[1]:
+            if cursor_moves_s[0] <= t < cursor_moves_s[1] and i % cursor_every == 0:
                 x += 6
             frame = av.VideoFrame.from_ndarray(_with_cursor(planes, x, cy), format="yuv420p")
             frame.pts, frame.time_base = i, Fraction(1, fps)

@@ -1,11 +1,13 @@
-"""Ladders for slides and screen recordings: the pruning rule, and the published output.
+"""Ladders for slides and screen recordings: the pruning rule, the published output, frame reuse.
 
 The rule (:mod:`transcoder.pruning`) is table-tested on given rates; the
 end-to-end tests transcode a still screen recording (:mod:`tests.media_screen`),
 where every rung measures about the same, and check the published ladder is
 strictly increasing in pixels and BANDWIDTH, with the dropped rungs reported
 and absent from the master playlist and from the output (a local directory,
-and an s3:// prefix on SeaweedFS).
+and an s3:// prefix on SeaweedFS). Frame reuse: a decoded frame equal to the
+previous one is found exactly, and reusing the last scaled frame for it changes
+no output byte.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import av
 import m3u8
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -31,6 +35,7 @@ from tests.s3server import (
 )
 from transcoder import LadderPolicy, RungSpec, TranscodeConfig, transcode
 from transcoder.cli import EXIT_OK, cli
+from transcoder.config import EncoderSettings
 from transcoder.errors import ConfigError
 from transcoder.models import TranscodeResult
 from transcoder.pruning import (
@@ -42,6 +47,7 @@ from transcoder.pruning import (
     RungRates,
     prune_ladder,
 )
+from transcoder.still import RepeatDetector
 
 ClipFactory = Callable[..., Path]
 
@@ -270,3 +276,76 @@ def test_cli_json_and_summary_show_the_decision(screen_720p: Path, tmp_path: Pat
     zero = runner.invoke(cli, [*common, "-o", str(tmp_path / "zero"), "--json", "--min-rung-saving", "0"])
     assert zero.exit_code == EXIT_OK, zero.output
     assert all(d["kept"] or d["reason"] == DROPPED_NOT_CHEAPER for d in json.loads(zero.stdout)["rung_decisions"])
+
+
+# ----------------------------------------------------------------------------- reuse of the last scaled frame
+
+
+def _decoded_repeats(path: Path) -> list[bool]:
+    """For each decoded frame, whether its pixels equal the previous frame's (numpy, independently)."""
+    flags, previous = [], None
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            pixels = frame.to_ndarray()
+            flags.append(previous is not None and np.array_equal(pixels, previous))
+            previous = pixels
+    return flags
+
+
+def test_repeat_detector_flags_exactly_the_repeated_frames(screen: Path, clip: ClipFactory) -> None:
+    for path, still in ((screen, True), (clip(seconds=1.0), False)):
+        expected = _decoded_repeats(path)
+        detector = RepeatDetector()
+        with av.open(str(path)) as container:
+            flags = [detector.same_as_previous(frame) for frame in container.decode(video=0)]
+        assert flags == expected
+        assert detector.repeats == sum(expected)
+        # The slide repeats on most frames; noise and motion never do.
+        assert (sum(flags) > len(flags) // 3) if still else not any(flags)
+
+
+def test_repeat_detector_compares_pixels_not_padding_or_identity() -> None:
+    detector = RepeatDetector()
+    base = np.full((48, 64), 100, dtype=np.uint8)
+    changed = base.copy()
+    changed[-1, -1] = 101  # the last luma pixel: after every band but the last
+    frames = [
+        av.VideoFrame.from_ndarray(base, format="gray"),
+        av.VideoFrame.from_ndarray(base.copy(), format="gray"),  # another buffer, equal pixels
+        av.VideoFrame.from_ndarray(changed, format="gray"),
+        av.VideoFrame.from_ndarray(np.full((48, 66), 100, dtype=np.uint8), format="gray"),  # another size
+    ]
+    assert [detector.same_as_previous(f) for f in frames] == [False, True, False, False]
+
+
+def _segment_bytes(out: Path, name: str) -> list[bytes]:
+    return [p.read_bytes() for p in sorted((out / name).glob("seg_*.ts"))]
+
+
+@pytest.mark.parametrize(
+    ("fps", "side"),
+    [(10, 240), (10, 360), (60, 180)],
+    ids=["scaled rung", "same-size rung", "60 fps source into a 30 fps rung"],
+)
+def test_reusing_scaled_frames_changes_no_output_byte(tmp_path: Path, fps: int, side: int) -> None:
+    # The cursor steps every third frame: at 60 -> 30 fps some changed frames get no
+    # output slot and are followed by repeats, which must not reuse an older picture.
+    source = make_screen_recording(
+        tmp_path / "src.mp4", fps=fps, seconds=2.0, cursor_moves_s=(0.5, 1.5), cursor_every=3
+    )
+    ladder = LadderPolicy(rungs=(RungSpec(short_side=side, bitrate_kbps=800),))
+    outputs, results = {}, {}
+    for reuse in (True, False):
+        config = TranscodeConfig(
+            ladder=ladder, segment_s=1.0, gop_s=1.0, threads=2, encoder=EncoderSettings(reuse_still_frames=reuse)
+        )
+        results[reuse] = transcode(source, tmp_path / str(reuse), config=config)
+        outputs[reuse] = _segment_bytes(tmp_path / str(reuse), f"{side}p")
+    assert outputs[True] and outputs[True] == outputs[False]
+    video = [r for r in results[True].renditions if r.kind == "video"]
+    assert [r.reused_frames for r in results[False].renditions if r.kind == "video"] == [0]
+    repeats = _decoded_repeats(source)
+    if fps == 10:  # one output slot per source frame: every repeat is a reuse
+        assert video[0].reused_frames == sum(repeats) > 0
+    else:  # only repeats that get a slot and follow a scaled frame's unchanged run
+        assert 0 < video[0].reused_frames < sum(repeats)
