@@ -43,6 +43,7 @@ from .errors import CancelledError, ConfigError, InputError, MediaError, OutputE
 from .ladder import plan_ladder
 from .locations import S3Location, StorageConfig, StorageError, is_s3_uri
 from .models import Ladder, Progress, SourceInfo, TranscodeResult
+from .prediction import PREDICTED
 from .probe import probe
 from .profiles import detect_budget, plan_threads
 from .run import open_source, transcode
@@ -404,7 +405,10 @@ def _dropped_lines(result: TranscodeResult) -> str:
     for d in result.rung_decisions:
         if d.kept:
             continue
-        why = _DROP_REASONS.get(d.reason, d.reason).format(larger=d.compared_with)
+        reason = d.reason.removeprefix(PREDICTED)
+        why = _DROP_REASONS.get(reason, reason).format(larger=d.compared_with)
+        if reason != d.reason:
+            why = f"predicted before encoding, never encoded: {why}"
         lines.append(
             f"\ndropped {d.name} ({d.width}x{d.height}): {why}; BANDWIDTH {d.bandwidth_bps / 1000:.0f} kb/s "
             f"({(d.bandwidth_saving or 0.0):+.0%} saved), AVERAGE {d.average_bandwidth_bps / 1000:.0f} kb/s "
