@@ -8,9 +8,9 @@ frame it scaled last (:class:`~transcoder.encode.RungEncoder`); x264 then
 takes its skip path on its own.
 
 Cost (measured, 1920x1080 yuv420p, numpy): a full comparison of two equal
-frames ~0.16 ms, against 8-10 ms to decode one. Frames that differ usually
-differ in the first band of rows, which is compared first, so moving content
-pays a small fraction of that.
+frames ~0.16 ms, against 8-10 ms to decode one. Every 16th row is compared
+first, then bands of rows, stopping at the first difference: frames that
+differ cost a small fraction of that (see bench/NOTES.md for the numbers).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ _PLANAR_8BIT = frozenset(
     {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "yuv440p", "yuvj440p", "gray"}
 )
 _BANDS = 8  # the luma plane is compared in this many bands, stopping at the first difference
+_SPARSE_ROWS = 16  # the rows compared first
 
 _Plane = np.ndarray[Any, np.dtype[np.uint8]]
 
@@ -77,6 +78,10 @@ def _equal(a: list[_Plane], b: list[_Plane]) -> bool:
     if len(a) != len(b) or any(x.shape != y.shape for x, y in zip(a, b, strict=True)):
         return False
     luma_a, luma_b = a[0], b[0]
+    # Every 16th row first: a change anywhere taller than that (a pointer,
+    # a new bullet, re-coded text edges) shows there at 1/16 of the cost.
+    if not np.array_equal(luma_a[::_SPARSE_ROWS], luma_b[::_SPARSE_ROWS]):
+        return False
     step = max(1, -(-len(luma_a) // _BANDS))
     for start in range(0, len(luma_a), step):
         if not np.array_equal(luma_a[start : start + step], luma_b[start : start + step]):
