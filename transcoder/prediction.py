@@ -130,7 +130,11 @@ def predict_still_ladder(source: Source, info: SourceInfo, ladder: Ladder, confi
         return LadderPrediction(activity=None, why_not="no per-frame index")
     if activity.keyframes == 0 or activity.inter_bits_per_pixel > policy.still_max_inter_bpp:
         return LadderPrediction(activity=activity, why_not="the source moves")
-    costs = _still_gop_bytes(source, info, ladder, config)
+    try:
+        costs = _still_gop_bytes(source, info, ladder, config)
+    except av.FFmpegError as exc:
+        # Only an optimisation: the full decode reports real damage with context.
+        return LadderPrediction(activity=activity, why_not=f"sampling failed: {exc.strerror}")
     if costs is None:
         return LadderPrediction(activity=activity, why_not="no sample decoded")
     audio_bps = {plan.name: plan.bitrate_kbps * 1000 * AUDIO_OVERHEAD for plan in ladder.audio}
