@@ -203,8 +203,8 @@ def run_ladder(
         repeats = RepeatDetector() if config.encoder.reuse_still_frames else None
 
         def on_video(frame: av.VideoFrame, time_s: Fraction) -> None:
-            # Runs in the decoder thread: the comparison costs ~0.2 ms on a
-            # still 1080p frame and far less on a moving one (transcoder.still).
+            # Runs in the decoder thread: the comparison costs ~0.13 ms on a
+            # still 1080p frame, 15-30 us on one that changed (transcoder.still).
             same = repeats.same_as_previous(frame) if repeats is not None else False
             for q in root_queues:
                 coordinator.put(q, (frame, time_s, same))
