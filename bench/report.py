@@ -72,7 +72,7 @@ from .ffmpeg_cli import (
 )
 from .procfs import thread_cpu_s, vm_hwm_bytes
 from .quality import DEFAULT_EVERY, RungQuality, measure_quality, playlist_bytes, x264_settings
-from .sources import SampleSpec, make_sample
+from .sources import KINDS, SampleSpec, make_sample
 from .stages import StageCosts, available_cores, measure_stages
 
 __all__ = ["ProcessRun", "main", "run_measured"]
@@ -269,7 +269,7 @@ def generated_source(cache: Path, spec: SampleSpec) -> Path:
     generator = hashlib.sha256(Path(make_sample.__code__.co_filename).read_bytes()).hexdigest()[:8]
     name = (
         f"sample-{spec.width}x{spec.height}-{spec.fps}fps-{spec.seconds:g}s-grain{spec.grain:g}"
-        f"-seed{spec.seed}-crf{spec.crf}-{generator}.mp4"
+        f"-seed{spec.seed}-crf{spec.crf}{'' if spec.kind == 'scene' else '-' + spec.kind}-{generator}.mp4"
     )
     path = cache / name
     if not path.exists():
@@ -927,6 +927,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--width", type=int, default=1920, help="generated sample width")
     p.add_argument("--height", type=int, default=1080, help="generated sample height")
     p.add_argument("--fps", type=int, default=30, help="generated sample frame rate")
+    p.add_argument(
+        "--kind", default="scene", choices=KINDS, help="generated content: scene, screen recording, slides+inset"
+    )
     p.add_argument("--runs", type=int, default=None, help="runs per variant (default 3; 1 with --smoke/--length-mode)")
     p.add_argument("--variants", default=None, help="which of a,b,c to run (default a,b,c; a with --length-mode)")
     p.add_argument("--preset", choices=X264_PRESETS, default="veryfast")
@@ -993,7 +996,7 @@ def _source_for(args: argparse.Namespace, out: Path) -> tuple[Path, dict[str, An
     if args.smoke:
         spec = SampleSpec(width=854, height=480, fps=30, seconds=args.seconds or 3.0)
         return generated_source(out / "source", spec), {"generated": True, "spec": dataclasses.asdict(spec)}
-    spec = SampleSpec(width=args.width, height=args.height, fps=args.fps, seconds=args.seconds or 60.0)
+    spec = SampleSpec(width=args.width, height=args.height, fps=args.fps, seconds=args.seconds or 60.0, kind=args.kind)
     return generated_source(args.cache.resolve(), spec), {"generated": True, "spec": dataclasses.asdict(spec)}
 
 

@@ -14,6 +14,15 @@ lecture footage, not a flat test pattern:
 * stereo 48 kHz audio: a different chord per channel under a speech-like
   envelope, plus a little noise.
 
+Two lecture kinds (``kind``) replace the landscape with the slides themselves:
+
+* ``screen``: a screen recording, the slide deck filling the frame (a new
+  slide every few seconds, bullets revealed one by one) and a pointer that
+  moves for about a second per slide and rests otherwise: most frames repeat
+  the previous one exactly;
+* ``inset``: the same with a small talking-head window in a corner (the
+  natural scene, grain and motion included, at a fifth of the frame size).
+
 Frames are drawn directly in YUV 4:2:0 (BT.709, limited range) with numpy
 slicing, so generating a clip costs little more than its x264 encode.
 
@@ -23,6 +32,7 @@ slicing, so generating a clip costs little more than its x264 encode.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 from collections.abc import Iterator
@@ -56,6 +66,10 @@ CHROMA_GRAIN: Final = 0.3  # chroma grain std-dev relative to luma
 GRAIN_PAD: Final = 32
 GRAIN_SMOOTHING: Final = 2  # passes of a [1 2 1] blur over the white grain noise
 
+KINDS: Final = ("scene", "screen", "inset")
+POINTER_MOVES: Final = (1.6, 2.6)  # seconds into each slide while the pointer moves
+INSET_SCALE: Final = 0.2  # the talking head's share of the frame's width and height
+
 # Seeds of the independent random streams, so changing one part of the clip
 # (say the audio) leaves the others identical for the same ``seed``.
 _RNG_LANDSCAPE, _RNG_MOTION, _RNG_SLIDES, _RNG_GRAIN, _RNG_AUDIO = range(5)
@@ -76,8 +90,11 @@ class SampleSpec:
     # for half the CPU (measured at 1080p, grain 6: 43 Mb/s, 39.8 dB both).
     preset: str = "superfast"
     audio: bool = True
+    kind: str = "scene"  # "scene", or a lecture: "screen" or "inset" (see the module docstring)
 
     def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if self.width < 128 or self.height < 96 or self.width % 2 or self.height % 2:
             raise ValueError(f"width and height must be even and at least 128x96, got {self.width}x{self.height}")
         if not 1 <= self.fps <= 240:
@@ -626,6 +643,68 @@ class _Scene:
         return buf
 
 
+# --- lectures ----------------------------------------------------------------
+
+
+def _pointer(height: int) -> _Sprite:
+    """An arrow pointer, white with a dark rim, ``height`` pixels tall."""
+    h, w = _even(height), _even(height * 0.7)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    inside = (xx <= yy * np.float32(0.66)) & (yy < h * 0.85)
+    rim = inside & ((xx >= yy * np.float32(0.66) - 2) | (xx < 2) | (yy >= h * 0.85 - 2))
+    alpha = inside.astype(np.float32)
+    luma = np.where(rim, np.float32(20), np.float32(235)).astype(np.float32)
+    return _Sprite(luma, 128.0, 128.0, alpha, _half(alpha))
+
+
+class _Lecture:
+    """A screen recording of slides (``kind="screen"``), optionally with a talking head (``"inset"``)."""
+
+    def __init__(self, spec: SampleSpec) -> None:
+        w, h = spec.width, spec.height
+        self.spec = spec
+        count = max(1, math.ceil(spec.seconds / SLIDE_SECONDS))
+        self.deck = _Deck(np.random.default_rng((spec.seed, _RNG_SLIDES)), w, h, min(count, 16))
+        self.pointer = _pointer(max(8, h // 28))
+        self.inset: _Scene | None = None
+        if spec.kind == "inset":
+            iw, ih = max(128, _even(w * INSET_SCALE)), max(96, round(h * INSET_SCALE / 4) * 4)
+            self.inset = _Scene(dataclasses.replace(spec, kind="scene", width=iw, height=ih, audio=False))
+            self.inset_xy = (w - iw - _even(0.02 * w), h - ih - _even(0.03 * h))
+
+    def _pointer_xy(self, t: float) -> tuple[int, int]:
+        """Rests, then glides to a new spot during POINTER_MOVES of each slide."""
+        k, into = int(t // SLIDE_SECONDS), t % SLIDE_SECONDS
+        a, b = POINTER_MOVES
+        f = min(1.0, max(0.0, (into - a) / (b - a)))
+        f = f * f * (3 - 2 * f)
+        start = np.random.default_rng((self.spec.seed, _RNG_MOTION, k)).uniform(0.15, 0.8, 2)
+        end = np.random.default_rng((self.spec.seed, _RNG_MOTION, k + 1)).uniform(0.15, 0.8, 2)
+        x, y = start + (end - start) * f
+        return _even(x * self.spec.width), _even(y * self.spec.height)
+
+    def frame(self, i: int) -> U8:
+        spec = self.spec
+        t = i / spec.fps
+        buf, y, u, v = _yuv420_buffer(spec.width, spec.height)
+        self.deck.draw(y, u, v, 0, 0, t)
+        px, py = self._pointer_xy(t)
+        p = self.pointer
+        _blend(y, px, py, p.y, p.alpha)
+        _blend(u, px // 2, py // 2, p.u, p.alpha_c)
+        _blend(v, px // 2, py // 2, p.v, p.alpha_c)
+        if self.inset is not None:
+            small = self.inset.frame(i)
+            iw, ih = self.inset.spec.width, self.inset.spec.height
+            x0, y0 = self.inset_xy
+            y[y0 : y0 + ih, x0 : x0 + iw] = small[:ih]
+            chroma = small[ih:].reshape(-1)
+            q = iw * ih // 4
+            u[y0 // 2 : (y0 + ih) // 2, x0 // 2 : (x0 + iw) // 2] = chroma[:q].reshape(ih // 2, iw // 2)
+            v[y0 // 2 : (y0 + ih) // 2, x0 // 2 : (x0 + iw) // 2] = chroma[q:].reshape(ih // 2, iw // 2)
+        return buf
+
+
 # --- audio -----------------------------------------------------------------
 
 
@@ -729,7 +808,7 @@ def make_sample(path: Path, spec: SampleSpec = SampleSpec()) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    scene = _Scene(spec)
+    scene = _Scene(spec) if spec.kind == "scene" else _Lecture(spec)
     samples = _audio(spec) if spec.audio else None
     try:
         with av.open(str(partial), mode="w", format="mp4", container_options={"movflags": "+faststart"}) as out:
@@ -777,6 +856,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crf", type=int, default=d.crf)
     parser.add_argument("--preset", default=d.preset, choices=X264_PRESETS)
     parser.add_argument("--no-audio", dest="audio", action="store_false")
+    parser.add_argument("--kind", default=d.kind, choices=KINDS, help="scene, screen recording, or slides+inset")
     args = parser.parse_args(argv)
     try:
         spec = SampleSpec(
@@ -789,6 +869,7 @@ def main(argv: list[str] | None = None) -> int:
             crf=args.crf,
             preset=args.preset,
             audio=args.audio,
+            kind=args.kind,
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -54,6 +54,7 @@ FPS = 30
 LADDER = LadderPolicy(
     rungs=(RungSpec(short_side=180, bitrate_kbps=400), RungSpec(short_side=144, bitrate_kbps=200)),
     low_rung_below_short_side=100,
+    min_rung_saving=0.0,  # the held half is still: pruning would drop the 144p rung
 )
 Samples = npt.NDArray[np.float64]
 

@@ -51,7 +51,8 @@ LADDER = LadderPolicy(
         RungSpec(short_side=720, bitrate_kbps=4000),
         RungSpec(short_side=360, bitrate_kbps=1000),
         RungSpec(short_side=180, bitrate_kbps=300),
-    )
+    ),
+    min_rung_saving=0.0,  # test patterns are still: every rung is checked
 )
 # BT.709 tags as decoded frames report them (AVCOL_PRI/TRC/SPC_BT709, AVCOL_RANGE_MPEG).
 BT709_LIMITED = (1, 1, 1, 1)

@@ -45,6 +45,7 @@ from .errors import CancelledError, ConfigError, InputError, MediaError, OutputE
 from .ladder import plan_ladder
 from .locations import S3Location, StorageConfig, StorageError, is_s3_uri
 from .models import Ladder, Progress, SourceInfo, TranscodeResult
+from .prediction import PREDICTED
 from .probe import probe
 from .run import open_source, transcode
 from .threadplan import plan_threads
@@ -139,6 +140,13 @@ def _location(local: click.Path) -> Any:
     "--threads", type=click.IntRange(1, 256), default=None, help="CPU budget (default: cgroup quota/affinity)."
 )
 @click.option("--cellular", is_flag=True, help="Add a 234p rung whose peak stays within 192 kb/s.")
+@click.option(
+    "--min-rung-saving",
+    type=click.FloatRange(0.0, 1.0, max_open=True),
+    default=0.15,
+    show_default=True,
+    help="Publish a rung only if it saves this share of bits against the next larger published rung.",
+)
 @click.option("--no-poster", is_flag=True, help="Do not write poster.jpg.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result (or the plan) as JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
@@ -154,6 +162,7 @@ def cli(
     segment_format: str,
     threads: int | None,
     cellular: bool,
+    min_rung_saving: float,
     no_poster: bool,
     as_json: bool,
     quiet: bool,
@@ -163,7 +172,7 @@ def cli(
         raise click.UsageError("missing option '-o' / '--output' (or use --plan)")
     try:
         config = TranscodeConfig(
-            ladder=LadderPolicy(cellular_rung=cellular),
+            ladder=LadderPolicy(cellular_rung=cellular, min_rung_saving=min_rung_saving),
             encoder=EncoderSettings(preset=preset, crf=crf),
             segment_format="fmp4" if segment_format == "fmp4" else "ts",
             segment_s=segment_seconds,
@@ -257,6 +266,7 @@ def _run(
     if as_json:
         payload = jsonable(result)
         payload["master_path"] = _master_path(output, result.master_uri)
+        payload["dropped_rungs"] = list(result.dropped_rungs)
         click.echo(json.dumps(payload, indent=2))
     else:
         click.echo(_result_table(result, output))
@@ -386,7 +396,32 @@ def _result_table(result: TranscodeResult, output: Path | str) -> str:
         f"{result.source.duration_s:.1f} s of video in {result.wall_s:.1f} s ({speed:.2f}x realtime), "
         f"CPU {result.cpu_s:.1f} s, peak RSS {result.peak_rss_bytes / 2**20:.0f} MiB"
     )
-    return _table(rows) + footer
+    return _table(rows) + _dropped_lines(result) + footer
+
+
+_DROP_REASONS = {
+    "pixels": "no fewer pixels than {larger}",
+    "not_cheaper": "costs as much as {larger}",
+    "small_saving": "saves less than the minimum against {larger}",
+}
+
+
+def _dropped_lines(result: TranscodeResult) -> str:
+    """One line per rung measured but not published, with the rates the rule compared."""
+    lines = []
+    for d in result.rung_decisions:
+        if d.kept:
+            continue
+        reason = d.reason.removeprefix(PREDICTED)
+        why = _DROP_REASONS.get(reason, reason).format(larger=d.compared_with)
+        if reason != d.reason:
+            why = f"predicted before encoding, never encoded: {why}"
+        lines.append(
+            f"\ndropped {d.name} ({d.width}x{d.height}): {why}; BANDWIDTH {d.bandwidth_bps / 1000:.0f} kb/s "
+            f"({(d.bandwidth_saving or 0.0):+.0%} saved), AVERAGE {d.average_bandwidth_bps / 1000:.0f} kb/s "
+            f"({(d.average_saving or 0.0):+.0%} saved)"
+        )
+    return "".join(lines)
 
 
 def _table(rows: Sequence[tuple[str, ...]]) -> str:

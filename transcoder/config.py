@@ -55,6 +55,10 @@ class LadderPolicy:
     VBV cap. Rungs above ``high_fps_threshold`` get ``high_fps_bitrate_factor``
     more bits. ``cellular_rung`` adds a 234p rung whose measured peak
     (video + its own small audio) stays within 192 kb/s.
+    ``min_rung_saving``: after encoding, a rung is published only if it saves
+    at least this share of bits (BANDWIDTH and AVERAGE-BANDWIDTH) against the
+    next larger published rung (:mod:`transcoder.pruning`); 0 still drops
+    rungs that cost as much as a larger one.
     """
 
     rungs: tuple[RungSpec, ...] = DEFAULT_RUNGS
@@ -67,8 +71,21 @@ class LadderPolicy:
     bufsize_factor: float = 2.0
     audio_bitrate_kbps: int = 128
     cellular_rung: bool = False
+    min_rung_saving: float = 0.15
+    # Sources whose inter frames carry at most this many bits per pixel (from
+    # the container's index: slides, screen recordings) get their rungs'
+    # rates predicted, and rungs sure to be dropped are never encoded
+    # (transcoder.prediction). 0 turns the prediction off. A 1080p30 screen
+    # recording measured 0.0013, slides with a talking-head inset 0.059.
+    still_max_inter_bpp: float = 0.005
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.min_rung_saving < 1.0:
+            raise ConfigError(
+                "min_rung_saving must be within [0, 1)", context={"min_rung_saving": self.min_rung_saving}
+            )
+        if not 0.0 <= self.still_max_inter_bpp <= 1.0:
+            raise ConfigError("still_max_inter_bpp out of range", context={"bpp": self.still_max_inter_bpp})
         if not self.rungs:
             raise ConfigError("the ladder policy needs at least one rung")
         sides = [r.short_side for r in self.rungs]
@@ -110,6 +127,9 @@ class EncoderSettings:
     # cheaper scaling (~1-2% of the CPU), but it cost ~0.07 dB PSNR-Y at 480p
     # on the bench (-0.19 with vs -0.12 dB without, bench/NOTES.md). Off.
     cascade: bool = False
+    # A decoded frame equal to the previous one reuses each rung's last scaled
+    # frame instead of being scaled again (transcoder.still). Same output bytes.
+    reuse_still_frames: bool = True
 
     def __post_init__(self) -> None:
         if self.preset not in X264_PRESETS:

@@ -141,7 +141,12 @@ class RungEncoder:
         self.slots = CfrSlots(rung.fps)
         self.codecs: str | None = None
         self.frames_out = 0
+        self.reused_frames = 0  # source frames that reused the last scaled frame
         self._pending: av.VideoFrame | None = None
+        self._pending_same = False
+        # The frame scaled last, while every source frame since equalled its
+        # predecessor (None once one did not): a repeat can reuse it.
+        self._last_scaled: av.VideoFrame | None = None
         stream = segmenter.container.add_stream("libx264", rate=rung.fps)
         stream.width = rung.width
         stream.height = rung.height
@@ -176,11 +181,18 @@ class RungEncoder:
     def encoded_s(self) -> float:
         return self.frames_out / float(self.rung.fps)
 
-    def push(self, frame: av.VideoFrame, time_s: Fraction) -> None:
-        """Feed the next source frame, shown from ``time_s`` (seconds from the start)."""
+    def push(self, frame: av.VideoFrame, time_s: Fraction, same: bool = False) -> None:
+        """Feed the next source frame, shown from ``time_s`` (seconds from the start).
+
+        ``same``: the frame's pictures equal the previous frame's (a still
+        slide); the rung then reuses its last scaled frame instead of scaling
+        again. The very frame object pushed twice (a larger rung forwarding a
+        repeat) counts as the same.
+        """
         if self._pending is not None:
             repeat = self.slots.slots_before(time_s)
-            self._emit(self._pending, repeat)
+            self._emit(self._pending, repeat, self._pending_same)
+        self._pending_same = same or frame is self._pending
         self._pending = frame
 
     def finish(self, end_s: Fraction, *, cancel: threading.Event | None = None) -> None:
@@ -194,13 +206,14 @@ class RungEncoder:
         """
         flushed = False
         if self._pending is not None:
-            flushed = self._hold(self._pending, self.slots.slots_until_end(end_s), cancel)
+            flushed = self._hold(self._pending, self.slots.slots_until_end(end_s), self._pending_same, cancel)
             self._pending = None
+        self._last_scaled = None
         if not flushed:
             self._encode(None)
         self.segmenter.close()
 
-    def _hold(self, source: av.VideoFrame, count: int, cancel: threading.Event | None) -> bool:
+    def _hold(self, source: av.VideoFrame, count: int, same: bool, cancel: threading.Event | None) -> bool:
         """Show ``source`` for ``count`` more slots; True if the encoder was flushed.
 
         A long hold is cut at GOP boundaries: the encoder encodes up to the
@@ -214,16 +227,17 @@ class RungEncoder:
         gop = self.gop_frames
         # Smaller rungs scaling from this one (cascade) need every frame.
         if self.forward is not None or gop < 2 or count < _HOLD_COPY_MIN_GOPS * gop:
-            self._emit(source, count, cancel=cancel)
+            self._emit(source, count, same, cancel=cancel)
             return False
         done = min(count, (-self.frames_out) % gop)
-        self._emit(source, done, cancel=cancel)
+        self._emit(source, done, same, cancel=cancel)
+        # From here on ``source`` is what was scaled last: emits reuse it.
         while self._dts_delay is None and count - done >= _HOLD_COPY_MIN_GOPS * gop:
-            self._emit(source, gop, cancel=cancel)  # x264's lookahead still holds every frame
+            self._emit(source, gop, True, cancel=cancel)  # x264's lookahead still holds every frame
             done += gop
         copies, rest = divmod(count - done, gop)
         if copies >= _HOLD_COPY_MIN_GOPS - 1 and self._dts_delay is not None:
-            picture = self.scaler.scale(source)
+            picture = self._last_scaled if self._last_scaled is not None else self.scaler.scale(source)
             fps = self.rung.fps
             like = self.stream.codec_context
             still = encode_still_gop(picture, gop, like=like, options=self._options, fps=fps)
@@ -238,7 +252,7 @@ class RungEncoder:
                 if tail is not None:
                     self._splice(tail)
                 return True
-        self._emit(source, count - done, cancel=cancel)
+        self._emit(source, count - done, True, cancel=cancel)
         return False
 
     def _interchangeable(self, still: StillGop | None) -> bool:
@@ -263,10 +277,19 @@ class RungEncoder:
             self.segmenter.mux(packet)
         self.frames_out += still.frames
 
-    def _emit(self, source: av.VideoFrame, repeat: int, *, cancel: threading.Event | None = None) -> None:
+    def _emit(self, source: av.VideoFrame, repeat: int, same: bool, *, cancel: threading.Event | None = None) -> None:
+        if not same:
+            self._last_scaled = None  # the picture changed since the last scaled frame
         if repeat <= 0:
             return
-        frame = self.scaler.scale(source)
+        if self._last_scaled is not None:
+            # Equal to what was scaled last: the same output picture. Encoding
+            # only reads it (pts and picture type are set again below).
+            frame = self._last_scaled
+            self.reused_frames += 1
+        else:
+            frame = self.scaler.scale(source)
+            self._last_scaled = frame
         for index in range(repeat):
             if cancel is not None and index % _HOLD_CANCEL_CHECK == 0 and cancel.is_set():
                 raise CancelledError("stopped while holding the last frame", context={"rung": self.rung.name})

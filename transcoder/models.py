@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+from .pruning import RungDecision
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VideoInfo:
@@ -167,6 +169,7 @@ class RenditionResult:
     size_bytes: int
     duration_s: float
     audio_group: str | None = None  # for video: the audio rendition it plays with
+    reused_frames: int = 0  # video: source frames that repeated the previous one and were not scaled again
 
     @property
     def segment_count(self) -> int:
@@ -187,6 +190,13 @@ class TranscodeResult:
     cpu_s: float
     peak_rss_bytes: int
     output_bytes: int = field(default=0)
+    # One per planned video rung, largest first: published or dropped, why,
+    # and the measured rates the decision used (transcoder.pruning).
+    rung_decisions: tuple[RungDecision, ...] = field(default=())
+
+    @property
+    def dropped_rungs(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self.rung_decisions if not d.kept)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -11,8 +11,10 @@ playlist that names something missing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -49,6 +51,13 @@ class OutputSink(Protocol):
 
     def retract(self, relpath: str) -> None:
         """Remove an object an earlier run published (a stale master playlist)."""
+
+    def discard(self, relpaths: Sequence[str]) -> None:
+        """Remove objects this run put that will not be published (a dropped rung).
+
+        Waits until objects still queued are stored, then removes them; raises
+        OutputError if some remain. Called before the master playlist.
+        """
 
     def describe(self, relpath: str) -> str:
         """Where ``relpath`` ends up, for messages (never contains secrets)."""
@@ -125,6 +134,24 @@ class LocalDirectory:
             self._target(relpath).unlink(missing_ok=True)
         except OSError as exc:
             raise OutputError("could not remove a stale output file", context={"path": relpath}) from exc
+
+    def discard(self, relpaths: Sequence[str]) -> None:
+        targets = {self._target(relpath) for relpath in relpaths}
+        with self._lock:
+            self._written = [path for path in self._written if path not in targets]
+        directories: set[Path] = set()
+        for target in targets:
+            try:
+                target.unlink(missing_ok=True)
+            except OSError as exc:
+                raise OutputError(
+                    "could not remove a dropped rung's file", context={"path": str(target), "error": exc.strerror}
+                ) from exc
+            directories.add(target.parent)
+        for directory in directories:
+            if directory != self.root and self.root in directory.parents:
+                with contextlib.suppress(OSError):  # only if empty: never remove what we did not write
+                    directory.rmdir()
 
     def describe(self, relpath: str) -> str:
         return str(self.root / relpath)

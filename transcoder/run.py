@@ -21,6 +21,7 @@ from .locations import S3Location, StorageConfig, is_s3_uri
 from .models import TranscodeResult
 from .output import LocalDirectory, OutputSink
 from .pipeline import ProgressSink, run_ladder
+from .prediction import merge_decisions, predict_still_ladder
 from .probe import Source, probe
 from .threadplan import plan_threads
 
@@ -70,7 +71,10 @@ def transcode(
         opened = stack.enter_context(open_source(source, storage=storage, s3_client=clients.get, cancel=cancel))
         info = probe(opened, limits=config.limits)
         ladder = plan_ladder(info, config.ladder, gop_s=config.gop_s, segment_s=config.segment_s)
-        threads = plan_threads(ladder, detect_budget(config.threads), preset=config.encoder.preset)
+        # Rungs a still source would drop anyway are never encoded (transcoder.prediction).
+        prediction = predict_still_ladder(opened, info, ladder, config)
+        encoded = prediction.encode_ladder(ladder)
+        threads = plan_threads(encoded, detect_budget(config.threads), preset=config.encoder.preset)
         sink: OutputSink
         if is_s3_uri(destination):
             from .storage import S3Sink  # boto3 is imported only when object storage is used
@@ -91,7 +95,7 @@ def transcode(
         else:
             sink = destination
         output = run_ladder(
-            opened, info, ladder, config=config, sink=sink, threads=threads, progress=progress, cancel=cancel
+            opened, info, encoded, config=config, sink=sink, threads=threads, progress=progress, cancel=cancel
         )
     cpu_end = process.cpu_times()
     cpu_s = (cpu_end.user - cpu_start.user) + (cpu_end.system - cpu_start.system)
@@ -106,6 +110,7 @@ def transcode(
         cpu_s=cpu_s,
         peak_rss_bytes=_peak_rss_bytes(),
         output_bytes=sum(r.size_bytes for r in output.renditions),
+        rung_decisions=merge_decisions(ladder, prediction, output.rung_decisions),
     )
 
 

@@ -31,7 +31,7 @@ import random
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
 from contextlib import closing
@@ -692,6 +692,26 @@ class S3Sink:
             )
         except Exception as exc:
             raise _storage_error(exc, target, "DeleteObject", reading=False) from exc
+
+    def discard(self, relpaths: Sequence[str]) -> None:
+        """Delete objects of ``relpaths`` this sink stored (a dropped rung), after the queue drains.
+
+        Raises :class:`UploadError` if some could not be deleted: they would be
+        left behind, unnamed by any playlist.
+        """
+        self.flush()  # a queued upload landing after the delete would stay behind
+        keys = [self.location.join(relpath).key for relpath in relpaths]
+        with self._cond:
+            mine = [key for key in keys if key in self._stored]
+        self._delete(mine)
+        with self._cond:
+            left = [key for key in mine if key in self._stored]
+        if left:
+            raise UploadError(
+                "could not delete a dropped rung's objects",
+                context={"object": self.location.join(relpaths[0]).uri, "left": len(left), "retryable": True},
+                retryable=True,
+            )
 
     def describe(self, relpath: str) -> str:
         return self.location.join(relpath).uri
