@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 
@@ -35,7 +34,7 @@ from tests.s3server import (  # noqa: F401 - fixtures, used by name
     space_fixture,
 )
 from transcoder.errors import ConfigError, InputError, OutputError
-from transcoder.locations import (
+from transcoder.storage import (
     MIB,
     CredentialsError,
     S3Location,
@@ -46,7 +45,9 @@ from transcoder.locations import (
     StorageError,
     UploadError,
 )
-from transcoder.storage import S3Reader, S3Sink, make_client, part_ranges, transfer_config
+from transcoder.storage.client import make_client, make_session, transfer_config
+from transcoder.storage.reader import S3Reader
+from transcoder.storage.uploader import S3Sink, part_ranges
 
 KIB = 1024
 
@@ -132,7 +133,7 @@ def test_part_ranges_grow_the_part_size_past_ten_thousand_parts() -> None:
 
 
 def _session() -> Any:
-    return boto3.session.Session(aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="fake-secret")
+    return make_session(access_key_id="AKIDEXAMPLE", secret_access_key="fake-secret")
 
 
 def test_client_settings_are_r2_safe() -> None:
