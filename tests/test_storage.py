@@ -7,10 +7,13 @@ SeaweedFS on loopback, with faults injected by a proxy in between.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import itertools
 import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -748,6 +751,95 @@ def test_the_worker_store_reports_refusals_as_denied_and_outages_as_retryable(
             down.directories("7/42-a")
     assert (outage.value.denied, outage.value.retryable) == (False, True)
     assert classify(outage.value) == ("storage", True)
+
+
+# ----------------------------------------------------------------------------- one owner, no cycles, lazy boto3
+
+_REPO = Path(__file__).resolve().parents[1]
+_PACKAGE = _REPO / "transcoder" / "storage"
+_BOTO = frozenset({"boto3", "botocore", "s3transfer"})
+
+
+def _fresh_python(code: str) -> str:
+    """Run ``code`` in a fresh interpreter with this checkout first on the path; its stdout."""
+    env = {**os.environ, "PYTHONPATH": str(_REPO)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=_REPO, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def _imported_modules(tree: ast.AST, *, package: str, top_level_only: bool) -> set[str]:
+    """Absolute names of the modules ``tree`` imports (relative imports resolved against ``package``)."""
+    nodes = ast.iter_child_nodes(tree) if top_level_only else ast.walk(tree)
+    names: set[str] = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names.add(str(node.module))
+        elif isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+            if node.module:
+                names.add(f"{base}.{node.module}")
+            else:  # "from . import x" imports the submodule x
+                names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_importing_the_library_imports_no_boto3() -> None:
+    code = (
+        "import sys, transcoder, transcoder.cli, transcoder.run, transcoder.storage, worker.outputs\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'boto3', 'botocore', 's3transfer'}"
+        " or m.startswith('transcoder.storage.')))\n"
+        "import transcoder.storage.client\n"  # the control: the client does import boto3
+        "print('boto3' in sys.modules and 'botocore' in sys.modules)\n"
+    )
+    light, control = _fresh_python(code).splitlines()
+    assert light == "['transcoder.storage.config', 'transcoder.storage.errors']"
+    assert control == "True"
+
+
+def test_every_storage_module_imports_first_in_a_fresh_interpreter() -> None:
+    modules = sorted(p.stem for p in _PACKAGE.glob("*.py") if p.stem != "__init__")
+    assert {"client", "config", "errors", "objects", "reader", "uploader"} <= set(modules)
+    for module in modules:
+        name = f"transcoder.storage.{module}"
+        assert _fresh_python(f"import {name}, sys; print({name!r} in sys.modules)") == "True", name
+
+
+def test_storage_modules_import_downwards_only() -> None:
+    graph: dict[str, set[str]] = {}
+    for path in _PACKAGE.glob("*.py"):
+        name = "transcoder.storage" if path.stem == "__init__" else f"transcoder.storage.{path.stem}"
+        imported = _imported_modules(ast.parse(path.read_text()), package="transcoder.storage", top_level_only=True)
+        graph[name] = {m for m in imported if m.startswith("transcoder.storage.")}
+    # The package itself is light: it names the data and the errors only.
+    assert graph["transcoder.storage"] == {"transcoder.storage.config", "transcoder.storage.errors"}
+    assert graph["transcoder.storage.config"] == set() and graph["transcoder.storage.errors"] == set()
+    order: list[str] = []
+    left = dict(graph)
+    while left:  # Kahn's algorithm: a module whose imports are all placed goes next
+        ready = sorted(name for name, deps in left.items() if deps <= set(order))
+        assert ready, f"an import cycle among {sorted(left)}"
+        order.extend(ready)
+        for name in ready:
+            del left[name]
+    assert order.index("transcoder.storage.client") < order.index("transcoder.storage.uploader")
+
+
+def test_only_the_storage_client_imports_boto3() -> None:
+    importers: set[str] = set()
+    for path in _REPO.rglob("*.py"):
+        relative = path.relative_to(_REPO)
+        if any(part.startswith(".") or part in ("build", "out", "sample") for part in relative.parts):
+            continue
+        imported = _imported_modules(ast.parse(path.read_text()), package="", top_level_only=False)
+        if any(name.split(".")[0] in _BOTO for name in imported):
+            importers.add(relative.as_posix())
+    # This module is the one exception: its fake R2 endpoint answers with botocore's own response type.
+    assert importers == {"transcoder/storage/client.py", "tests/test_storage.py"}
 
 
 # ----------------------------------------------------------------------------- helpers
