@@ -241,10 +241,10 @@ def storage_error(exc: BaseException, target: S3Location, operation: str, *, sid
     """The error to raise for ``exc``, naming ``target`` and ``operation`` (never credentials).
 
     Refused credentials or permissions (403, or no credentials at all) are a
-    :class:`CredentialsError` whatever the side. Then by ``side``: for the
-    ``source``, a 412 is a :class:`SourceChangedError`, a 404 a
-    :class:`SourceNotFoundError`, the rest a :class:`SourceReadError`; for the
-    ``output``, an :class:`UploadError`; for ``objects``, a
+    :class:`CredentialsError` whatever the side, a failed condition (412) a
+    :class:`SourceChangedError`. Then by ``side``: for the ``source``, a 404
+    is a :class:`SourceNotFoundError`, the rest a :class:`SourceReadError`;
+    for the ``output``, an :class:`UploadError`; for ``objects``, a
     :class:`StorageError`. A missing bucket is never retryable. Errors that
     already are a :class:`~transcoder.errors.TranscodeError` pass unchanged.
     """
@@ -259,7 +259,7 @@ def storage_error(exc: BaseException, target: S3Location, operation: str, *, sid
         if status == 403 or code in _CREDENTIAL_CODES:
             context["retryable"] = False
             return CredentialsError("object storage refused the credentials or their permissions", context=context)
-        if side == "source" and (status == 412 or code == "PreconditionFailed"):
+        if status == 412 or code == "PreconditionFailed":  # only the reader sends a condition (If-Match)
             context["retryable"] = True
             return SourceChangedError("the source object changed while it was being read", context=context)
         if side == "source" and (status == 404 or code in _NOT_FOUND_CODES):
