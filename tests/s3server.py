@@ -32,11 +32,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
-from transcoder.locations import StorageConfig
-from transcoder.storage import make_client
+from transcoder.storage import StorageConfig
+from transcoder.storage.client import make_client, make_session
 
 BUCKET = "transcoder-tests"
 ACCESS_KEY = "transcoder-test-key"
@@ -87,7 +86,7 @@ def client_for(
     # service models again (~0.3 s a client instead of ~0.03 s).
     session = _sessions.get((access_key, secret_key))
     if session is None:
-        session = boto3.session.Session(aws_access_key_id=access_key, aws_secret_access_key=secret_key)
+        session = make_session(access_key_id=access_key, secret_access_key=secret_key)
         _sessions[(access_key, secret_key)] = session
     return make_client(config or fast_config(endpoint), session=session)
 

@@ -33,7 +33,7 @@ from tests.s3server import (
 )
 from transcoder import EncoderSettings, InputError, LadderPolicy, OutputError, RungSpec, TranscodeConfig, transcode
 from transcoder.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_OUTPUT, cli
-from transcoder.locations import (
+from transcoder.storage import (
     CredentialsError,
     SourceChangedError,
     SourceNotFoundError,
@@ -41,7 +41,7 @@ from transcoder.locations import (
     StorageConfig,
     UploadError,
 )
-from transcoder.storage import transfer_config
+from transcoder.storage.client import transfer_config
 
 pytestmark = pytest.mark.slow
 

@@ -7,10 +7,13 @@ SeaweedFS on loopback, with faults injected by a proxy in between.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import itertools
 import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 
@@ -35,7 +37,7 @@ from tests.s3server import (  # noqa: F401 - fixtures, used by name
     space_fixture,
 )
 from transcoder.errors import ConfigError, InputError, OutputError
-from transcoder.locations import (
+from transcoder.storage import (
     MIB,
     CredentialsError,
     S3Location,
@@ -46,7 +48,13 @@ from transcoder.locations import (
     StorageError,
     UploadError,
 )
-from transcoder.storage import S3Reader, S3Sink, make_client, part_ranges, transfer_config
+from transcoder.storage.client import make_client, make_session, transfer_config
+from transcoder.storage.objects import ObjectStore
+from transcoder.storage.reader import S3Reader
+from transcoder.storage.uploader import S3Sink, part_ranges
+from worker.child import classify
+from worker.outputs import S3Store, StoreError, find_complete_ladder
+from worker.settings import OutputRoot
 
 KIB = 1024
 
@@ -132,7 +140,7 @@ def test_part_ranges_grow_the_part_size_past_ten_thousand_parts() -> None:
 
 
 def _session() -> Any:
-    return boto3.session.Session(aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="fake-secret")
+    return make_session(access_key_id="AKIDEXAMPLE", secret_access_key="fake-secret")
 
 
 def test_client_settings_are_r2_safe() -> None:
@@ -571,6 +579,267 @@ def test_sink_reports_a_missing_bucket_as_not_retryable(seaweed: SeaweedServer, 
         sink.flush()
     sink.close()
     assert not caught.value.retryable and "no-such-bucket-here" in str(caught.value)
+
+
+# ----------------------------------------------------------------------------- the object API, on SeaweedFS
+
+
+def _count_requests(client: Any, operation: str) -> list[dict[str, Any]]:
+    """The parameters of every ``operation`` call ``client`` makes from now on (botocore's event hook)."""
+    seen: list[dict[str, Any]] = []
+
+    def record(params: dict[str, Any], **kwargs: Any) -> None:
+        seen.append(dict(params))
+
+    client.meta.events.register(f"provide-client-params.s3.{operation}", record)
+    return seen
+
+
+def test_object_store_lists_every_page_reads_and_deletes(seaweed: SeaweedServer, s3: Any, space: Space) -> None:
+    sizes = {
+        "runs/1-a1/x.ts": 10,
+        "runs/1-a1/sub/y.ts": 20,
+        "runs/1-a2/z.ts": 30,
+        "runs/1-a3/v.ts": 35,
+        "runs/2-a1/w.ts": 40,
+    }
+    for path, size in sizes.items():
+        s3.put_object(Bucket=space.bucket, Key=space.key(path), Body=b"k" * size)
+    client = client_for(seaweed.endpoint)
+    # Two keys a page, so every listing below needs more than one request.
+    client.meta.events.register(
+        "provide-client-params.s3.ListObjectsV2", lambda params, **kwargs: params.update(MaxKeys=2)
+    )
+    lists = _count_requests(client, "ListObjectsV2")
+    store = ObjectStore(client, space.bucket, fast_config(seaweed.endpoint))
+
+    runs = [space.key(f"runs/1-a{n}/") for n in (1, 2, 3)]
+    assert store.list_prefixes(space.key("runs/1-a")) == runs
+    assert sum(1 for params in lists if params["Prefix"] == space.key("runs/1-a")) >= 2  # 3 prefixes, 2 a page
+    listed = store.list_objects(space.key("runs/"))
+    assert [(o.key, o.size) for o in listed] == sorted((space.key(k), v) for k, v in sizes.items())
+    assert all(abs(o.modified - time.time()) < 600 for o in listed)
+    assert sum(1 for params in lists if params["Prefix"] == space.key("runs/")) >= 3  # 5 objects, 2 a page
+
+    info = store.info(space.key("runs/1-a2/z.ts"))
+    assert info is not None and info.size == 30 and info.modified == pytest.approx(listed[2].modified, abs=2)
+    assert store.read(space.key("runs/1-a1/x.ts"), max_bytes=10) == b"k" * 10
+    assert store.read(space.key("runs/nope.ts"), max_bytes=10) is None
+    assert store.info(space.key("runs/nope.ts")) is None
+    with pytest.raises(StorageError) as caught:
+        store.read(space.key("runs/2-a1/w.ts"), max_bytes=39)
+    assert not caught.value.retryable and space.uri("runs/2-a1/w.ts") in str(caught.value)
+
+    store.delete([space.key("runs/1-a1/x.ts"), space.key("runs/1-a2/z.ts"), space.key("runs/never-was.ts")])
+    assert space.keys(s3) == ["runs/1-a1/sub/y.ts", "runs/1-a3/v.ts", "runs/2-a1/w.ts"]
+    store.delete([])
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        Rule("status", method="GET", status=503, times=3),  # more than botocore's one attempt: the package's retry
+        Rule("status", method="GET", status=429, times=3),
+        Rule("reset", method="GET", times=2),
+    ],
+    ids=lambda rule: f"{rule.action}-{rule.status}" if rule.action == "status" else rule.action,
+)
+def test_object_store_rides_out_transient_faults(seaweed: SeaweedServer, s3: Any, space: Space, rule: Rule) -> None:
+    s3.put_object(Bucket=space.bucket, Key=space.key("d/a.m3u8"), Body=b"#EXTM3U\n")
+    with FaultProxy(seaweed.s3_port) as proxy:
+        config = fast_config(proxy.endpoint, attempts_per_call=1)
+        store = ObjectStore(client_for(proxy.endpoint, config=config), space.bucket, config)
+        proxy.add(Rule(**_rule_args(rule)))
+        assert [o.key for o in store.list_objects(space.key("d/"))] == [space.key("d/a.m3u8")]
+        assert proxy.hits() == rule.times
+        proxy.add(Rule(**_rule_args(rule)))
+        assert store.read(space.key("d/a.m3u8"), max_bytes=100) == b"#EXTM3U\n"
+        assert proxy.hits() == 2 * (rule.times or 0)
+
+
+def test_object_store_says_which_failures_a_retry_could_help(seaweed: SeaweedServer, s3: Any, space: Space) -> None:
+    config = fast_config(seaweed.endpoint)
+    wrong = ObjectStore(seaweed.client(secret_key="not-the-secret-at-all"), space.bucket, config)
+    with pytest.raises(CredentialsError) as refused:
+        wrong.list_objects(space.key(""))
+    assert not refused.value.retryable and "not-the-secret-at-all" not in str(refused.value)
+
+    with pytest.raises(StorageError) as missing:
+        ObjectStore(s3, "no-such-bucket-here", config).list_prefixes("x/")
+    assert not missing.value.retryable and not isinstance(missing.value, CredentialsError)
+    assert "no-such-bucket-here" in str(missing.value)
+
+    with FaultProxy(seaweed.s3_port) as proxy:
+        down = fast_config(proxy.endpoint, attempts_per_call=1, retry_deadline_s=1.0)
+        proxy.add(Rule("status", method="GET", status=503, times=None))
+        started = time.monotonic()
+        with pytest.raises(StorageError) as outage:
+            ObjectStore(client_for(proxy.endpoint, config=down), space.bucket, down).read(space.key("a"), max_bytes=1)
+        assert time.monotonic() - started < 10  # gave up at its deadline, not at a request timeout's multiple
+        assert outage.value.retryable and proxy.hits() >= 2
+
+
+# ----------------------------------------------------------------------------- the worker's store, on SeaweedFS
+
+_MASTER = (
+    "#EXTM3U\n#EXT-X-VERSION:3\n"
+    '#EXT-X-STREAM-INF:BANDWIDTH=430501,CODECS="avc1.64000d,mp4a.40.2",RESOLUTION=320x180,FRAME-RATE=30.000\n'
+    "180p/index.m3u8\n"
+)
+_MEDIA = "#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXTINF:4.0,\nseg_00000.ts\n#EXTINF:2.5,\nseg_00001.ts\n#EXT-X-ENDLIST\n"
+
+
+def _store_ladder(s3: Any, space: Space, directory: str, *, master: bool = True) -> int:
+    """A small whole ladder under ``directory``; its total bytes."""
+    objects = {
+        "180p/index.m3u8": _MEDIA.encode(),
+        "180p/seg_00000.ts": b"\x47" * 1880,
+        "180p/seg_00001.ts": b"\x47" * 940,
+    }
+    if master:
+        objects["master.m3u8"] = _MASTER.encode()
+    for path, data in objects.items():
+        s3.put_object(Bucket=space.bucket, Key=space.key(directory + path), Body=data)
+    return sum(len(data) for data in objects.values())
+
+
+def test_the_worker_finds_a_stored_ladder_through_storage_faults(seaweed: SeaweedServer, s3: Any, space: Space) -> None:
+    total = _store_ladder(s3, space, "7/42-a1-0000000a/")
+    _store_ladder(s3, space, "7/42-a2-0000000b/", master=False)  # a run that died before its master
+    _store_ladder(s3, space, "7/420-a1-0000000c/")  # another job
+    root = OutputRoot(bucket=space.bucket, prefix=space.prefix)
+    with FaultProxy(seaweed.s3_port) as proxy:
+        config = fast_config(proxy.endpoint, attempts_per_call=1)
+        store = S3Store(client_for(proxy.endpoint, config=config), root, config=config)
+        # Every kind of request fails twice first: listings, HEADs and GETs all go through the retries.
+        proxy.add(Rule("status", method="GET", path=r"list-type=2", status=503, times=2))
+        proxy.add(Rule("status", method="HEAD", status=500, times=2))
+        proxy.add(Rule("status", method="GET", path=r"\.m3u8$", status=503, times=2))
+        skipped: list[str] = []
+        found = find_complete_ladder(store, root, video_id=7, job_id=42, on_skip=lambda d, why: skipped.append(d))
+        assert proxy.hits() == 6
+    assert found is not None and found.run.relative == "7/42-a1-0000000a/" and skipped == []
+    assert found.report["hls_path"] == space.key("7/42-a1-0000000a/master.m3u8")
+    assert found.report["total_bytes"] == total
+    assert found.report["duration_s"] == pytest.approx(6.5)
+    assert store.directories("7/42-a") == ["7/42-a1-0000000a/", "7/42-a2-0000000b/"]
+    assert store.read("7/42-a2-0000000b/master.m3u8") is None and store.modified("7/42-a2-0000000b/x") is None
+
+
+def test_the_worker_store_reports_refusals_as_denied_and_outages_as_retryable(
+    seaweed: SeaweedServer, space: Space
+) -> None:
+    root = OutputRoot(bucket=space.bucket, prefix=space.prefix)
+    wrong = S3Store(seaweed.client(secret_key="not-the-secret-at-all"), root, config=fast_config(seaweed.endpoint))
+    with pytest.raises(StoreError) as refused:
+        wrong.directories("7/42-a")
+    assert (refused.value.denied, refused.value.retryable) == (True, False)
+    assert isinstance(refused.value.__cause__, CredentialsError)
+    assert classify(refused.value) == ("storage_denied", False)
+    assert "not-the-secret-at-all" not in str(refused.value)
+
+    no_bucket = S3Store(seaweed.client(), OutputRoot(bucket="no-such-bucket-here", prefix="hls/"))
+    with pytest.raises(StoreError) as missing:
+        no_bucket.objects("7/42-a1-0000000a/")
+    assert (missing.value.denied, missing.value.retryable) == (True, False)
+
+    with FaultProxy(seaweed.s3_port) as proxy:
+        config = fast_config(proxy.endpoint, attempts_per_call=1, retry_deadline_s=1.0)
+        proxy.add(Rule("status", method="GET", status=503, times=None))
+        down = S3Store(client_for(proxy.endpoint, config=config), root, config=config)
+        with pytest.raises(StoreError) as outage:
+            down.directories("7/42-a")
+    assert (outage.value.denied, outage.value.retryable) == (False, True)
+    assert classify(outage.value) == ("storage", True)
+
+
+# ----------------------------------------------------------------------------- one owner, no cycles, lazy boto3
+
+_REPO = Path(__file__).resolve().parents[1]
+_PACKAGE = _REPO / "transcoder" / "storage"
+_BOTO = frozenset({"boto3", "botocore", "s3transfer"})
+
+
+def _fresh_python(code: str) -> str:
+    """Run ``code`` in a fresh interpreter with this checkout first on the path; its stdout."""
+    env = {**os.environ, "PYTHONPATH": str(_REPO)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=_REPO, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def _imported_modules(tree: ast.AST, *, package: str, top_level_only: bool) -> set[str]:
+    """Absolute names of the modules ``tree`` imports (relative imports resolved against ``package``)."""
+    nodes = ast.iter_child_nodes(tree) if top_level_only else ast.walk(tree)
+    names: set[str] = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names.add(str(node.module))
+        elif isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+            if node.module:
+                names.add(f"{base}.{node.module}")
+            else:  # "from . import x" imports the submodule x
+                names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_importing_the_library_imports_no_boto3() -> None:
+    code = (
+        "import sys, transcoder, transcoder.cli, transcoder.run, transcoder.storage, worker.outputs\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'boto3', 'botocore', 's3transfer'}"
+        " or m.startswith('transcoder.storage.')))\n"
+        "import transcoder.storage.client\n"  # the control: the client does import boto3
+        "print('boto3' in sys.modules and 'botocore' in sys.modules)\n"
+    )
+    light, control = _fresh_python(code).splitlines()
+    assert light == "['transcoder.storage.config', 'transcoder.storage.errors']"
+    assert control == "True"
+
+
+def test_every_storage_module_imports_first_in_a_fresh_interpreter() -> None:
+    modules = sorted(p.stem for p in _PACKAGE.glob("*.py") if p.stem != "__init__")
+    assert {"client", "config", "errors", "objects", "reader", "uploader"} <= set(modules)
+    for module in modules:
+        name = f"transcoder.storage.{module}"
+        assert _fresh_python(f"import {name}, sys; print({name!r} in sys.modules)") == "True", name
+
+
+def test_storage_modules_import_downwards_only() -> None:
+    graph: dict[str, set[str]] = {}
+    for path in _PACKAGE.glob("*.py"):
+        name = "transcoder.storage" if path.stem == "__init__" else f"transcoder.storage.{path.stem}"
+        imported = _imported_modules(ast.parse(path.read_text()), package="transcoder.storage", top_level_only=True)
+        graph[name] = {m for m in imported if m.startswith("transcoder.storage.")}
+    # The package itself is light: it names the data and the errors only.
+    assert graph["transcoder.storage"] == {"transcoder.storage.config", "transcoder.storage.errors"}
+    assert graph["transcoder.storage.config"] == set() and graph["transcoder.storage.errors"] == set()
+    order: list[str] = []
+    left = dict(graph)
+    while left:  # Kahn's algorithm: a module whose imports are all placed goes next
+        ready = sorted(name for name, deps in left.items() if deps <= set(order))
+        assert ready, f"an import cycle among {sorted(left)}"
+        order.extend(ready)
+        for name in ready:
+            del left[name]
+    assert order.index("transcoder.storage.client") < order.index("transcoder.storage.uploader")
+
+
+def test_only_the_storage_client_imports_boto3() -> None:
+    importers: set[str] = set()
+    for path in _REPO.rglob("*.py"):
+        relative = path.relative_to(_REPO)
+        if any(part.startswith(".") or part in ("build", "out", "sample") for part in relative.parts):
+            continue
+        imported = _imported_modules(ast.parse(path.read_text()), package="", top_level_only=False)
+        if any(name.split(".")[0] in _BOTO for name in imported):
+            importers.add(relative.as_posix())
+    # This module is the one exception: its fake R2 endpoint answers with botocore's own response type.
+    assert importers == {"transcoder/storage/client.py", "tests/test_storage.py"}
 
 
 # ----------------------------------------------------------------------------- helpers

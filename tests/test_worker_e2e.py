@@ -241,7 +241,8 @@ def test_happy_path_then_reruns_touch_nothing(setup: Setup) -> None:
     # Progress reached the API (posted, and recorded on the job).
     # (at least the first: later phases wait for the contract's least gap, and a fast run may end first)
     assert worker.events("progress_summary")[0]["posted"] >= 1
-    assert job["progress"]["percent"] is not None and job["progress"]["phase"] in ("checking", "transcoding", "publishing")
+    assert job["progress"]["percent"] is not None
+    assert job["progress"]["phase"] in ("checking", "transcoding", "publishing")
     assert worker.events("worker_finished")[0]["reused"] is False
     # Every line says which job and Batch job it is about; from the GET on, which attempt too.
     records = worker.records

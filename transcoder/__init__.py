@@ -18,16 +18,6 @@ from .errors import (
     UnsupportedInputError,
 )
 from .ladder import plan_ladder
-from .locations import (
-    CredentialsError,
-    S3Location,
-    SourceChangedError,
-    SourceNotFoundError,
-    StorageConfig,
-    StorageError,
-    UploadError,
-    make_s3_client,
-)
 from .models import (
     AudioInfo,
     AudioPlan,
@@ -44,6 +34,16 @@ from .models import (
 from .output import LocalDirectory, OutputSink
 from .probe import probe
 from .run import transcode
+from .storage import (
+    CredentialsError,
+    S3Location,
+    SourceChangedError,
+    SourceNotFoundError,
+    StorageConfig,
+    StorageError,
+    UploadError,
+    make_s3_client,
+)
 
 __version__ = "0.1.0"
 

@@ -43,11 +43,11 @@ from .decode import video_filters
 from .encode import x264_options
 from .errors import CancelledError, ConfigError, InputError, MediaError, OutputError, TranscodeError
 from .ladder import plan_ladder
-from .locations import S3Location, StorageConfig, StorageError, is_s3_uri
 from .models import Ladder, Progress, SourceInfo, TranscodeResult
 from .prediction import PREDICTED
 from .probe import probe
 from .run import open_source, transcode
+from .storage import S3Location, StorageConfig, StorageError, is_s3_uri
 from .threadplan import plan_threads
 from .tonemap import describe_filters
 

@@ -17,16 +17,16 @@ from .budget import detect_budget
 from .config import TranscodeConfig
 from .errors import OutputError
 from .ladder import plan_ladder
-from .locations import S3Location, StorageConfig, is_s3_uri
 from .models import TranscodeResult
 from .output import LocalDirectory, OutputSink
 from .pipeline import ProgressSink, run_ladder
 from .prediction import merge_decisions, predict_still_ladder
 from .probe import Source, probe
+from .storage import S3Location, StorageConfig, is_s3_uri
 from .threadplan import plan_threads
 
 if TYPE_CHECKING:
-    from .storage import S3Client
+    from .storage.client import S3Client
 
 
 def transcode(
@@ -45,17 +45,17 @@ def transcode(
     binary file; ``destination`` a local directory (created if missing), an
     ``s3://bucket/prefix/`` string or an :class:`OutputSink`. Object storage is
     reached with ``s3_client`` if given, else a client made from ``storage``
-    (:class:`~transcoder.locations.StorageConfig`; default settings and boto3's
+    (:class:`~transcoder.storage.StorageConfig`; default settings and boto3's
     credential chain); the source is streamed by ranged GETs, the output
     uploaded as it is made. ``progress`` is called from the calling thread a
     few times a second. Setting ``cancel`` stops the run: nothing is published.
 
     Raises :class:`~transcoder.errors.InputError` for unusable input (before
     any output is written when the probe already shows it; a missing source
-    object is a :class:`~transcoder.locations.SourceNotFoundError`),
+    object is a :class:`~transcoder.storage.SourceNotFoundError`),
     :class:`~transcoder.errors.MediaError`,
     :class:`~transcoder.errors.OutputError`,
-    :class:`~transcoder.locations.StorageError` or
+    :class:`~transcoder.storage.StorageError` or
     :class:`~transcoder.errors.CancelledError`. A failed run leaves no master
     playlist behind, removes what it wrote and aborts its multipart uploads.
     """
@@ -77,7 +77,7 @@ def transcode(
         threads = plan_threads(encoded, detect_budget(config.threads), preset=config.encoder.preset)
         sink: OutputSink
         if is_s3_uri(destination):
-            from .storage import S3Sink  # boto3 is imported only when object storage is used
+            from .storage.uploader import S3Sink  # boto3 is imported only when object storage is used
 
             location = S3Location.parse(cast(str, destination), prefix=True)
             s3_sink = S3Sink(clients.get(), location, storage, cancel=cancel)
@@ -124,15 +124,16 @@ def open_source(
 ) -> Iterator[Source]:
     """``source`` ready for :func:`~transcoder.probe.probe` and decoding.
 
-    An ``s3://bucket/key`` string becomes an :class:`~transcoder.storage.S3Reader`
-    (its HEAD raises :class:`~transcoder.locations.SourceNotFoundError` for a
+    An ``s3://bucket/key`` string becomes an :class:`~transcoder.storage.reader.S3Reader`
+    (its HEAD raises :class:`~transcoder.storage.SourceNotFoundError` for a
     missing object), closed on exit; anything else is passed through.
     ``s3_client`` is a client or a zero-argument factory for one.
     """
     if not is_s3_uri(source):
         yield source
         return
-    from .storage import S3Reader, make_client
+    from .storage.client import make_client
+    from .storage.reader import S3Reader
 
     location = S3Location.parse(cast(str, source))
     client = s3_client() if callable(s3_client) else s3_client
@@ -154,7 +155,7 @@ class _Clients:
 
     def get(self) -> Any:
         if self._client is None:
-            from .storage import make_client
+            from .storage.client import make_client
 
             self._client = make_client(self._storage)
         return self._client

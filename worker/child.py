@@ -168,7 +168,8 @@ def run_spec(spec: Mapping[str, Any], *, cancel: threading.Event, protocol: _Pro
 
         # One client for the lookup and the run; endpoint and credentials from botocore's own chain.
         client = make_client(StorageConfig())
-    store: Store = S3Store(client, root) if root.is_s3 else LocalStore(root.prefix)
+    # A cancelled attempt stops waiting out the object API's retries too.
+    store: Store = S3Store(client, root, cancel=cancel) if root.is_s3 else LocalStore(root.prefix)
 
     protocol.emit({"event": "progress", "phase": "checking", "percent": 0.0})
     found = find_complete_ladder(

@@ -2,8 +2,8 @@
 
 Runs in the transcoding child (worker.child), which owns storage access: the
 parent process imports neither boto3 nor PyAV. Two stores behind one small
-interface: :class:`S3Store` (an S3/R2 bucket through the engine's R2-safe
-client) and :class:`LocalStore` (a local directory, for local runs).
+interface: :class:`S3Store` (an S3/R2 bucket through the engine's object
+API, ``transcoder.storage.objects``) and :class:`LocalStore` (a local directory, for local runs).
 
 :func:`inspect_ladder` is the report of a stored ladder, and the check that it
 is whole: the master playlist parses, every playlist it names exists and
@@ -15,14 +15,19 @@ the job whose ladder passes that check.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .layout import MASTER, RunDir, job_stem, parse_run_dir
 from .playlists import completion_report, parse_master, parse_media, resolve
 from .settings import OutputRoot
+
+if TYPE_CHECKING:
+    from transcoder.storage import StorageConfig
 
 __all__ = [
     "FoundLadder",
@@ -36,9 +41,8 @@ __all__ = [
     "inspect_ladder",
 ]
 
+# A playlist larger than this is not read (a corrupt or hostile object): reading it fails, not retryable.
 _MAX_PLAYLIST_BYTES = 16 * 1024 * 1024
-# Refusals a retry cannot get past: credentials, permissions, a missing bucket (deployment problems).
-_DENIED_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket"})
 
 
 class IncompleteLadderError(ValueError):
@@ -120,82 +124,61 @@ class LocalStore:
 
 
 class S3Store:
-    """A bucket prefix as a store, through a botocore S3 client (the engine's R2-safe one)."""
+    """A bucket prefix as a store, through the engine's object API (its retries and its error mapping).
 
-    def __init__(self, client: Any, root: OutputRoot) -> None:
+    ``client`` is the engine's R2-safe client (``transcoder.make_s3_client``),
+    shared with the run. The engine decides what a failure means (see
+    ``transcoder.storage.client.storage_error``); this store only re-raises it
+    as a :class:`StoreError`: refused credentials or permissions, a missing
+    bucket and other refusals are ``denied`` (not retryable), faults that
+    outlasted the engine's retries (timeouts, resets, 5xx, 429) are retryable.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        root: OutputRoot,
+        *,
+        config: StorageConfig | None = None,
+        cancel: threading.Event | None = None,
+    ) -> None:
         if root.bucket is None:
             raise ValueError("S3Store needs an s3:// output root")
-        self._client = client
-        self._bucket = root.bucket
+        # Imported here: boto3 loads only in a process that uses an s3:// root.
+        from transcoder.storage.objects import ObjectStore
+
+        self._objects = ObjectStore(client, root.bucket, config, cancel=cancel)
         self._prefix = root.prefix
 
     def directories(self, prefix: str) -> list[str]:
-        found: list[str] = []
-        for page in self._pages(self._prefix + prefix, delimiter="/"):
-            found.extend(item["Prefix"][len(self._prefix) :] for item in page.get("CommonPrefixes", []))
-        return sorted(found)
+        with _as_store_error():
+            found = self._objects.list_prefixes(self._prefix + prefix)
+        return [directory[len(self._prefix) :] for directory in found]
 
     def objects(self, directory: str) -> list[StoredObject]:
-        found: list[StoredObject] = []
-        for page in self._pages(self._prefix + directory, delimiter=None):
-            for item in page.get("Contents", []):
-                found.append(
-                    StoredObject(item["Key"][len(self._prefix) :], int(item["Size"]), item["LastModified"].timestamp())
-                )
-        return sorted(found, key=lambda o: o.key)
+        with _as_store_error():
+            found = self._objects.list_objects(self._prefix + directory)
+        return [StoredObject(obj.key[len(self._prefix) :], obj.size, obj.modified) for obj in found]
 
     def read(self, key: str) -> bytes | None:
-        full = self._prefix + key
-        try:
-            response = self._client.get_object(Bucket=self._bucket, Key=full)
-            body: bytes = response["Body"].read(_MAX_PLAYLIST_BYTES + 1)
-        except Exception as exc:
-            if _is_missing(exc):
-                return None
-            raise _store_error("GetObject", full, exc) from exc
-        if len(body) > _MAX_PLAYLIST_BYTES:
-            raise StoreError(f"s3://{self._bucket}/{full} is too large for a playlist", retryable=False)
-        return body
+        with _as_store_error():
+            return self._objects.read(self._prefix + key, max_bytes=_MAX_PLAYLIST_BYTES)
 
     def modified(self, key: str) -> float | None:
-        full = self._prefix + key
-        try:
-            response = self._client.head_object(Bucket=self._bucket, Key=full)
-        except Exception as exc:
-            if _is_missing(exc):
-                return None
-            raise _store_error("HeadObject", full, exc) from exc
-        return float(response["LastModified"].timestamp())
-
-    def _pages(self, prefix: str, *, delimiter: str | None) -> list[dict[str, Any]]:
-        arguments: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix}
-        if delimiter is not None:
-            arguments["Delimiter"] = delimiter
-        try:
-            return list(self._client.get_paginator("list_objects_v2").paginate(**arguments))
-        except Exception as exc:
-            raise _store_error("ListObjectsV2", prefix, exc) from exc
+        with _as_store_error():
+            found = self._objects.info(self._prefix + key)
+        return None if found is None else found.modified
 
 
-def _error_facts(exc: Exception) -> tuple[int | None, str]:
-    # botocore's ClientError, read by duck typing: this package does not import botocore.
-    response = getattr(exc, "response", None)
-    if not isinstance(response, dict):
-        return None, ""
-    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return (status if isinstance(status, int) else None), str(response.get("Error", {}).get("Code", ""))
+@contextmanager
+def _as_store_error() -> Iterator[None]:
+    """Re-raise the engine's storage errors as :class:`StoreError`; a refusal is ``denied``."""
+    from transcoder.storage import StorageError
 
-
-def _is_missing(exc: Exception) -> bool:
-    status, code = _error_facts(exc)
-    return status == 404 and code in ("NoSuchKey", "404", "NotFound")
-
-
-def _store_error(operation: str, key: str, exc: Exception) -> StoreError:
-    status, code = _error_facts(exc)
-    denied = status in (401, 403) or code in _DENIED_CODES
-    detail = f"HTTP {status} {code}".strip() if status is not None else type(exc).__name__
-    return StoreError(f"{operation} {key} failed: {detail}", retryable=not denied, denied=denied)
+    try:
+        yield
+    except StorageError as exc:
+        raise StoreError(str(exc), retryable=exc.retryable, denied=not exc.retryable) from exc
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,26 +1,21 @@
-"""Object-storage locations, settings and errors: the half of storage that needs no boto3.
+"""Object-storage locations and settings: data only, no boto3.
 
 ``s3://bucket/key`` names a source object, ``s3://bucket/prefix/`` a
 destination. :class:`StorageConfig` carries every knob of the S3 client, the
-reader and the uploader as data; nothing here (or in :mod:`transcoder.storage`)
-reads the environment. Credentials and, when ``endpoint_url`` is None, the
-endpoint come from boto3's own chain (``AWS_ACCESS_KEY_ID``/profiles,
+reader and the uploader as data; nothing in this package reads the
+environment. Credentials and, when ``endpoint_url`` is None, the endpoint come
+from boto3's own chain (``AWS_ACCESS_KEY_ID``/profiles,
 ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL``), as aws-cli users expect.
-
-This module is separate from :mod:`transcoder.storage` so that the run and the
-CLI can name these types and errors without importing boto3 (~0.3 s) when no
-``s3://`` location is involved.
 """
 
 from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
-from .errors import ConfigError, InputError, OutputError, TranscodeError
+from ..errors import ConfigError, OutputError
 
 S3_SCHEME = "s3://"
 MIB = 1024 * 1024
@@ -166,69 +161,3 @@ class StorageConfig:
             raise ConfigError("attempts_per_call out of range", context={"attempts_per_call": self.attempts_per_call})
         if not 0 <= self.retry_base_delay_s <= self.retry_max_delay_s:
             raise ConfigError("retry delays out of order")
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class StorageError(TranscodeError):
-    """Object storage failed (reading the source or writing the output).
-
-    ``retryable`` is set per instance: a fault that outlasted the retry
-    deadline (connection resets, timeouts, 5xx, 429) may pass on a later run;
-    a refused request (403, a missing bucket, a bad request) will not.
-    ``context`` names the object (``s3://bucket/key``), the operation and the
-    server's status and code; never credentials or signed URLs.
-    """
-
-    retryable = True
-
-    def __init__(
-        self, message: str, *, context: Mapping[str, Any] | None = None, retryable: bool | None = None
-    ) -> None:
-        super().__init__(message, context=context)
-        if retryable is not None:
-            self.retryable = retryable
-
-
-class SourceNotFoundError(StorageError, InputError):
-    """The source object (or its bucket) does not exist. Not retryable."""
-
-    retryable = False
-
-
-class SourceChangedError(StorageError):
-    """The source object was replaced while it was being read (its ETag changed).
-
-    Retryable: a new run reads the new object from its start.
-    """
-
-    retryable = True
-
-
-class SourceReadError(StorageError):
-    """Reading the source object failed (after retries, or refused)."""
-
-
-class CredentialsError(StorageError):
-    """The storage refused the credentials or their permissions (403), or there are none.
-
-    Not retryable: the same credentials fail the same way.
-    """
-
-    retryable = False
-
-
-class UploadError(StorageError, OutputError):
-    """Storing an output object failed; ``context["key"]`` names the object."""
-
-
-def make_s3_client(config: StorageConfig | None = None) -> Any:
-    """An S3 client with the settings R2 needs (see :mod:`transcoder.storage`).
-
-    Imports boto3 on first use only, so ``import transcoder`` stays light for
-    callers that never touch object storage.
-    """
-    from .storage import make_client
-
-    return make_client(config)
