@@ -23,6 +23,7 @@ from typing import Any
 
 import av
 import av.filter
+import imageio_ffmpeg
 import numpy as np
 import pytest
 from av.video.reformatter import VideoReformatter
@@ -42,6 +43,7 @@ from tests.media_colour import (
 from transcoder import EncoderSettings, LadderPolicy, RungSpec, TranscodeConfig, TranscodeResult, tonemap
 from transcoder.bitstream import mp4_top_level_boxes
 from transcoder.colour import ScalerColour, colour_of, hdr_peak_nits, plan_colour
+from transcoder.encode import x264_options
 from transcoder.scale import Scaler
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -466,3 +468,35 @@ def test_plan_shows_the_colour_decision(transcoded: Callable[[str], Run], tmp_pa
     payload = json.loads(done.stdout)
     assert (payload["colour"]["transfer"], payload["colour"]["tone_map"]) == ("smpte2084", "pq")
     assert any(f.startswith("lut3d=") for f in payload["filters"])
+
+
+def test_bt709_top_rung_loses_only_what_the_encoder_loses(transcoded: Callable[[str], Run], tmp_path: Path) -> None:
+    # A BT.709 limited source goes to the encoder untouched: its top rung is as
+    # close to the source as the ffmpeg CLI's tagged encode with the same x264
+    # settings (~47 dB on this picture at ultrafast), and a lossless encode of
+    # the same frames is exact. What separates it from 50 dB is the encode.
+    run = transcoded("bt709_hd")
+    top = run.result.ladder.rungs[0]
+    options = x264_options(
+        top, gop_frames=run.result.ladder.gop_frames(top), preset="ultrafast", crf=EncoderSettings().crf
+    )
+    tags = ["-color_primaries", "bt709", "-color_trc", "bt709", "-colorspace", "bt709", "-color_range", "tv"]
+    encodes = {
+        "cli": ["-crf", options["crf"], "-maxrate", options["maxrate"], "-bufsize", options["bufsize"]],
+        "lossless": ["-qp", "0"],
+    }
+    for name, rate in encodes.items():
+        args = ["-preset", "ultrafast", "-x264-params", options["x264-params"], "-pix_fmt", "yuv420p", *tags]
+        command = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(run.source), "-c:v", "libx264"]
+        subprocess.run([*command, *rate, *args, str(tmp_path / f"{name}.mp4")], check=True, timeout=120)
+    source = run.source_frames()
+    ours = run.frames(top.name)
+    with av.open(str(tmp_path / "cli.mp4")) as container:
+        cli = list(container.decode(video=0))
+    with av.open(str(tmp_path / "lossless.mp4")) as container:
+        lossless = list(container.decode(video=0))
+    for index in (0, 5, 9):
+        reference = to_rgb(source[index], matrix="ITU709")
+        assert np.array_equal(to_rgb(lossless[index]), reference)
+        ours_db, cli_db = rgb_psnr(to_rgb(ours[index]), reference), rgb_psnr(to_rgb(cli[index]), reference)
+        assert ours_db == pytest.approx(cli_db, abs=0.1), index
