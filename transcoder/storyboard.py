@@ -35,8 +35,8 @@ from av.video.reformatter import Interpolation, VideoReformatter
 from .colour import ScalerColour
 
 __all__ = [
+    "OutputFile",
     "Storyboard",
-    "StoryboardFile",
     "StoryboardOutput",
     "StoryboardPlan",
     "StoryboardPolicy",
@@ -149,7 +149,7 @@ def plan_storyboard(
 
 
 @dataclass(frozen=True, slots=True)
-class StoryboardFile:
+class OutputFile:
     """One file to publish: its path relative to the output root, and its bytes."""
 
     relpath: str
@@ -165,13 +165,13 @@ class StoryboardOutput:
     ``thumbnails`` is how many tiles the track names.
     """
 
-    sheets: tuple[StoryboardFile, ...]
-    vtt: StoryboardFile
+    sheets: tuple[OutputFile, ...]
+    vtt: OutputFile
     thumbnails: int
     plan: StoryboardPlan
 
     @property
-    def files(self) -> tuple[StoryboardFile, ...]:
+    def files(self) -> tuple[OutputFile, ...]:
         """Every file, sheets first (the track names them, so publish it last)."""
         return (*self.sheets, self.vtt)
 
@@ -274,7 +274,7 @@ class Storyboard:
         self._count = 0  # tiles placed so far
         self._next_s = Fraction(0)  # the time the next tile is due
         self._interval = Fraction(plan.interval_s)
-        self._sheets: list[StoryboardFile] = []
+        self._sheets: list[OutputFile] = []
 
     # -- the hot path --------------------------------------------------------
 
@@ -329,7 +329,7 @@ class Storyboard:
         data = np.concatenate([y.reshape(-1), u.reshape(-1), v.reshape(-1)]).reshape(-1, w)
         frame = av.VideoFrame.from_ndarray(data, format="yuvj420p")
         self._sheets.append(
-            StoryboardFile(self._sheet_relpath(len(self._sheets)), _jpeg(frame, self.policy.jpeg_quantiser))
+            OutputFile(self._sheet_relpath(len(self._sheets)), _jpeg(frame, self.policy.jpeg_quantiser))
         )
         self._clear_canvas()
 
@@ -356,7 +356,7 @@ class Storyboard:
         text = render_thumbnails_vtt(self.plan, self._count, end, sheet_uri)
         return StoryboardOutput(
             sheets=tuple(self._sheets),
-            vtt=StoryboardFile(self._vtt_path, text.encode()),
+            vtt=OutputFile(self._vtt_path, text.encode()),
             thumbnails=self._count,
             plan=self.plan,
         )

@@ -1,0 +1,282 @@
+"""Chapters from hard scene changes (slide changes), as WebVTT and Apple JSON.
+
+Detection runs on a tiny luma picture of every frame (64x36 by default,
+area-averaged by swscale: averaging ~30x30 source pixels into one cell
+removes grain and text aliasing) and one number per frame: the mean absolute
+difference (MAD, in 8-bit luma levels) from the previous frame.
+
+A frame starts a new scene (a *cut*) when its MAD is
+
+* at least ``min_change`` (a new slide changes a large part of the picture;
+  a moving cursor or a revealed bullet changes little), and
+* at least ``spike_ratio`` times every MAD around it: the previous
+  ``history`` changes and the next one. A cut is a single spike; camera
+  motion, grain and noise change every frame by similar amounts, so a pan
+  (even one that starts abruptly) never stands out from its neighbours.
+
+Frames that repeat the previous one (MAD below ``repeat_below``) are not
+changes at all: screen recordings and frame-rate conversion repeat frames,
+and without this a pan recorded at 10 fps and shown at 30 fps would read as a
+spike every third frame.
+
+Cuts then become chapters with a minimum length (:func:`space_cuts`): a scene
+shorter than ``min_spacing_s`` (a slide flipped through) joins the chapter
+before it, so every chapter lasts at least that long.
+
+Output: a WebVTT chapters track (``kind="chapters"``) and Apple's JSON
+chapter format, which the master playlist references with
+``EXT-X-SESSION-DATA:DATA-ID="com.apple.hls.chapters"`` (see
+:class:`transcoder.hls.SessionData`).
+
+Cost (measured, one thread): the 64x36 area downscale is ~0.17 ms from a
+1080p frame and ~0.03 ms from a 640x360 one; the difference ~10 us.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import av
+import numpy as np
+from av.video.reformatter import Interpolation, VideoReformatter
+
+from .storyboard import OutputFile, vtt_timestamp
+
+__all__ = [
+    "APPLE_CHAPTERS_DATA_ID",
+    "Chapter",
+    "ChapterDetector",
+    "ChapterOutput",
+    "ChapterPolicy",
+    "chapters_from_cuts",
+    "render_chapters_json",
+    "render_chapters_vtt",
+    "space_cuts",
+]
+
+# The DATA-ID Apple's players read chapter JSON from ("Providing JavaScript
+# Object Notation (JSON) chapters", Apple HLS documentation).
+APPLE_CHAPTERS_DATA_ID = "com.apple.hls.chapters"
+
+_I16 = np.ndarray[Any, np.dtype[np.int16]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChapterPolicy:
+    """Thresholds of the scene-change detector; see the module docstring.
+
+    ``min_change`` and ``repeat_below`` are MADs in 8-bit luma levels on the
+    ``width`` x ``height`` picture. Two slides of one template with different
+    text measured 13-23 here; a block of ink the size of a revealed line 5.6;
+    a 16-pixel cursor ~0.1.
+    """
+
+    width: int = 64
+    height: int = 36
+    min_change: float = 6.0
+    spike_ratio: float = 3.0
+    history: int = 3
+    repeat_below: float = 0.25
+    min_spacing_s: float = 10.0
+    title_format: str = "Chapter {number}"
+    language: str = "en"  # BCP 47 tag of the titles (they are English words)
+
+    def __post_init__(self) -> None:
+        if self.width < 8 or self.height < 8:
+            raise ValueError(f"the luma picture must be at least 8x8, got {self.width}x{self.height}")
+        if not self.min_change > self.repeat_below >= 0:
+            raise ValueError(f"need min_change > repeat_below >= 0, got {self.min_change}, {self.repeat_below}")
+        if self.spike_ratio < 1 or self.history < 1:
+            raise ValueError(f"need spike_ratio >= 1 and history >= 1, got {self.spike_ratio}, {self.history}")
+        if not math.isfinite(self.min_spacing_s) or self.min_spacing_s < 0:
+            raise ValueError(f"min_spacing_s must be finite and >= 0, got {self.min_spacing_s}")
+        if "{number}" not in self.title_format:
+            raise ValueError(f"title_format must contain {{number}}: {self.title_format!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Chapter:
+    """Chapter ``number`` (from 1) spans ``[start_s, end_s)`` seconds."""
+
+    number: int
+    start_s: float
+    end_s: float
+    title: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChapterOutput:
+    """What :meth:`ChapterDetector.finish` returns: the chapters, their two files, and the raw cuts."""
+
+    chapters: tuple[Chapter, ...]
+    cuts_s: tuple[float, ...]
+    vtt: OutputFile
+    json: OutputFile
+
+    @property
+    def files(self) -> tuple[OutputFile, ...]:
+        return (self.vtt, self.json)
+
+
+def space_cuts(cuts_s: Sequence[float], end_s: float, min_spacing_s: float) -> list[float]:
+    """Keep the cuts that start a chapter at least ``min_spacing_s`` long.
+
+    A cut is kept when it lies at least ``min_spacing_s`` after the last
+    kept cut (or 0) and the scene it starts lasts at least that long (until
+    the next cut, kept or not, or ``end_s``). So every chapter, the first
+    (from 0) and the last (to ``end_s``) included, lasts at least
+    ``min_spacing_s``, and a run of short scenes (slides flipped through)
+    joins the chapter before it: the kept cut is where the content settled.
+    Cuts must be increasing. Pure.
+    """
+    kept: list[float] = []
+    last = 0.0
+    for index, cut in enumerate(cuts_s):
+        if index and cut <= cuts_s[index - 1]:
+            raise ValueError(f"cuts must be increasing: {cuts_s[index - 1]} then {cut}")
+        scene_end = cuts_s[index + 1] if index + 1 < len(cuts_s) else end_s
+        if cut - last >= min_spacing_s and scene_end - cut >= min_spacing_s and 0 < cut < end_s:
+            kept.append(cut)
+            last = cut
+    return kept
+
+
+def chapters_from_cuts(starts_s: Sequence[float], end_s: float, policy: ChapterPolicy) -> tuple[Chapter, ...]:
+    """Chapters from 0 to ``end_s``, one more than the (spaced) cut times given."""
+    bounds = [0.0, *starts_s, end_s]
+    return tuple(
+        Chapter(
+            number=i + 1,
+            start_s=bounds[i],
+            end_s=bounds[i + 1],
+            title=policy.title_format.format(number=i + 1),
+        )
+        for i in range(len(bounds) - 1)
+    )
+
+
+def render_chapters_vtt(chapters: Sequence[Chapter]) -> str:
+    """A WebVTT chapters track: one cue per chapter, its title as the payload.
+
+    Cue times are rounded to milliseconds; consecutive chapters share the
+    boundary, so the cues cover the timeline without gaps or overlaps
+    (WebVTT section 4.3: chapter cues must not overlap). Pure.
+    """
+    if not chapters:
+        raise ValueError("a chapters track needs at least one chapter")
+    lines = ["WEBVTT", ""]
+    for chapter in chapters:
+        if any(ch in chapter.title for ch in "\r\n") or "-->" in chapter.title or not chapter.title.strip():
+            raise ValueError(f"a cue title must be one non-empty line without '-->': {chapter.title!r}")
+        lines += [
+            f"{vtt_timestamp(chapter.start_s)} --> {vtt_timestamp(chapter.end_s)}",
+            chapter.title,
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def render_chapters_json(chapters: Sequence[Chapter], *, language: str = "en") -> str:
+    """Apple's HLS chapter JSON: an array of ``chapter``, ``start-time``, ``duration``, ``titles``.
+
+    Times in seconds with 3 decimals (the VTT's millisecond grid). Pure.
+    """
+    entries = [
+        {
+            "chapter": chapter.number,
+            "start-time": round(chapter.start_s, 3),
+            "duration": round(chapter.end_s - chapter.start_s, 3),
+            "titles": [{"language": language, "title": chapter.title}],
+        }
+        for chapter in chapters
+    ]
+    return json.dumps(entries, indent=2) + "\n"
+
+
+class ChapterDetector:
+    """Finds hard scene changes in frames offered in time order. One owner thread.
+
+    Frames may be any size and pixel format (decoded source frames or a
+    small rung's); only their luma is read. Memory: two tiny luma pictures,
+    ``history`` numbers and the cut times.
+    """
+
+    def __init__(
+        self,
+        policy: ChapterPolicy | None = None,
+        *,
+        vtt_path: str = "chapters.vtt",
+        json_path: str = "chapters.json",
+    ) -> None:
+        self.policy = policy or ChapterPolicy()
+        self._vtt_path = vtt_path
+        self._json_path = json_path
+        self._scaler = VideoReformatter()
+        self._previous: _I16 | None = None
+        self._history: deque[float] = deque(maxlen=self.policy.history)
+        self._pending: tuple[float, float] | None = None  # (time_s, MAD) of the last change, awaiting the next
+        self._cuts: list[float] = []
+        self.frames = 0
+
+    def offer(self, frame: av.VideoFrame, time_s: Fraction | float) -> None:
+        """Compare ``frame`` (shown at ``time_s`` seconds) with the previous one."""
+        policy = self.policy
+        small = self._scaler.reformat(
+            frame,
+            width=policy.width,
+            height=policy.height,
+            format="gray",
+            interpolation=Interpolation.AREA,
+            threads=1,  # a 64x36 picture: worker threads would cost more than they save
+        )
+        luma: _I16 = small.to_ndarray().astype(np.int16)
+        previous, self._previous = self._previous, luma
+        self.frames += 1
+        if previous is None:
+            return
+        mad = float(np.abs(luma - previous).mean())
+        if mad < policy.repeat_below:
+            return  # the same picture again: not a change
+        self._decide(next_mad=mad)
+        self._pending = (float(time_s), mad)
+
+    def _decide(self, *, next_mad: float) -> None:
+        """Decide whether the pending change is a cut, now that the change after it is known."""
+        if self._pending is None:
+            return
+        time_s, mad = self._pending
+        neighbours = max([next_mad, *self._history])
+        if mad >= self.policy.min_change and mad >= self.policy.spike_ratio * neighbours:
+            self._cuts.append(time_s)
+        self._history.append(mad)
+        self._pending = None
+
+    @property
+    def cuts_s(self) -> tuple[float, ...]:
+        """The cuts decided so far (the last change waits for the one after it)."""
+        return tuple(self._cuts)
+
+    def finish(self, end_s: Fraction | float) -> ChapterOutput | None:
+        """Decide the last change, space the cuts and render both files. Call once.
+
+        ``end_s`` is the end of the timeline (the last chapter ends there).
+        None when no frame was offered or ``end_s`` is not positive.
+        """
+        self._decide(next_mad=0.0)
+        end = float(end_s)
+        if self.frames == 0 or not end > 0:
+            return None
+        starts = space_cuts(self._cuts, end, self.policy.min_spacing_s)
+        chapters = chapters_from_cuts(starts, end, self.policy)
+        return ChapterOutput(
+            chapters=chapters,
+            cuts_s=tuple(self._cuts),
+            vtt=OutputFile(self._vtt_path, render_chapters_vtt(chapters).encode()),
+            json=OutputFile(self._json_path, render_chapters_json(chapters, language=self.policy.language).encode()),
+        )
