@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from transcoder.hls import (
     AudioEntry,
+    SessionData,
     VariantEntry,
     iframe_average_bps,
     iframe_peak_bps,
@@ -540,3 +541,90 @@ def test_master_rejects_non_relative_uris(uri: str, field: str) -> None:
 def test_relative_uris_with_subdirectories_and_queries_are_fine() -> None:
     text = render_media_playlist([seg(0, 4.0)], init_uri="../720p/init.mp4?v=2")
     assert '#EXT-X-MAP:URI="../720p/init.mp4?v=2"' in text
+
+
+# --------------------------------------------------------------------------- #
+# Session data (RFC 8216 section 4.3.4.4): Apple's chapters reference
+# --------------------------------------------------------------------------- #
+
+CHAPTERS = SessionData(data_id="com.apple.hls.chapters", uri="chapters.json")
+
+
+@pytest.mark.parametrize(
+    ("entries", "lines"),
+    [
+        ([CHAPTERS], ['#EXT-X-SESSION-DATA:DATA-ID="com.apple.hls.chapters",URI="chapters.json"']),
+        (
+            [SessionData(data_id="com.example.title", value="Lecture 1", language="en")],
+            ['#EXT-X-SESSION-DATA:DATA-ID="com.example.title",VALUE="Lecture 1",LANGUAGE="en"'],
+        ),
+        (
+            # the same DATA-ID in two languages is allowed; order is kept
+            [
+                SessionData(data_id="com.example.title", value="Cours 1", language="fr"),
+                SessionData(data_id="com.example.title", value="Lecture 1", language="en"),
+                CHAPTERS,
+            ],
+            [
+                '#EXT-X-SESSION-DATA:DATA-ID="com.example.title",VALUE="Cours 1",LANGUAGE="fr"',
+                '#EXT-X-SESSION-DATA:DATA-ID="com.example.title",VALUE="Lecture 1",LANGUAGE="en"',
+                '#EXT-X-SESSION-DATA:DATA-ID="com.apple.hls.chapters",URI="chapters.json"',
+            ],
+        ),
+        ([], []),
+    ],
+)
+def test_master_session_data_lines(entries: list[SessionData], lines: list[str]) -> None:
+    text = render_master_playlist([variant("1080p", 6_000_000)], [AUDIO], session_data=entries)
+    written = text.splitlines()
+    # Master-level tags come after the header and before the renditions.
+    assert written[:3] == ["#EXTM3U", "#EXT-X-VERSION:6", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    assert written[3 : 3 + len(lines)] == lines
+    assert written[3 + len(lines)].startswith("#EXT-X-MEDIA:")
+    assert text == render_master_playlist([variant("1080p", 6_000_000)], [AUDIO]).replace(
+        "#EXT-X-INDEPENDENT-SEGMENTS\n", "#EXT-X-INDEPENDENT-SEGMENTS\n" + "".join(f"{line}\n" for line in lines)
+    )
+
+
+def test_master_session_data_as_m3u8_sees_it() -> None:
+    entries = [CHAPTERS, SessionData(data_id="com.example.title", value="Lecture 1", language="en")]
+    parsed = m3u8.loads(render_master_playlist([variant("1080p", 6_000_000)], [AUDIO], session_data=entries))
+    assert [(d.data_id, d.uri, d.value, d.language) for d in parsed.session_data] == [
+        ("com.apple.hls.chapters", "chapters.json", None, None),
+        ("com.example.title", None, "Lecture 1", "en"),
+    ]
+    assert len(parsed.playlists) == 1 and len(parsed.media) == 1
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        # "MUST contain either a VALUE or URI attribute, but not both"
+        ([SessionData(data_id="com.x")], "exactly one of uri and value"),
+        ([SessionData(data_id="com.x", uri="x.json", value="v")], "exactly one of uri and value"),
+        # "MUST NOT contain more than one ... with the same DATA-ID and the same LANGUAGE"
+        ([CHAPTERS, CHAPTERS], "appears twice"),
+        (
+            [
+                SessionData(data_id="com.x", value="a", language="en"),
+                SessionData(data_id="com.x", value="b", language="en"),
+            ],
+            "appears twice",
+        ),
+        ([SessionData(data_id='com."x', uri="x.json")], "DATA-ID"),
+        ([SessionData(data_id="", uri="x.json")], "DATA-ID"),
+        ([SessionData(data_id="com.x", value="two\nlines")], "VALUE"),
+        ([SessionData(data_id="com.x", uri="x.json", language='e"n')], "LANGUAGE"),
+    ],
+)
+def test_master_session_data_rejects(entries: list[SessionData], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        render_master_playlist([variant("1080p", 6_000_000)], [AUDIO], session_data=entries)
+
+
+@pytest.mark.parametrize("uri", BAD_URIS)
+def test_master_session_data_uri_must_be_relative(uri: str) -> None:
+    with pytest.raises(ValueError, match="URI"):
+        render_master_playlist(
+            [variant("1080p", 6_000_000)], [AUDIO], session_data=[SessionData(data_id="com.x", uri=uri)]
+        )

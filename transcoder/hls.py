@@ -35,6 +35,7 @@ from .models import IFrameInfo, SegmentInfo
 
 __all__ = [
     "AudioEntry",
+    "SessionData",
     "VariantEntry",
     "iframe_average_bps",
     "iframe_peak_bps",
@@ -106,6 +107,22 @@ class AudioEntry:
     channels: int
     language: str | None
     codecs: str = "mp4a.40.2"  # AAC-LC
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionData:
+    """One ``EXT-X-SESSION-DATA`` line of the master playlist (RFC 8216 section 4.3.4.4).
+
+    ``data_id`` names the data in reverse-DNS form (e.g. ``"com.apple.hls.chapters"``,
+    whose ``uri`` names Apple's chapter JSON). Exactly one of ``uri`` (a
+    relative URI of a JSON resource) and ``value`` (the data itself) is given.
+    ``language`` is an RFC 5646 tag, or None.
+    """
+
+    data_id: str
+    uri: str | None = None
+    value: str | None = None
+    language: str | None = None
 
 
 # --------------------------------------------------------------------------- #
@@ -423,10 +440,40 @@ def _check_variant(variant: VariantEntry, group_codecs: dict[str, list[str]]) ->
             raise ValueError(f"variant {variant.uri!r}: iframe_bandwidth_bps must be positive")
 
 
-def render_master_playlist(variants: Sequence[VariantEntry], audio: Sequence[AudioEntry]) -> str:
+def _session_data_lines(entries: Sequence[SessionData]) -> list[str]:
+    """``EXT-X-SESSION-DATA`` lines, checked against RFC 8216 section 4.3.4.4."""
+    lines = []
+    seen: set[tuple[str, str | None]] = set()
+    for entry in entries:
+        attrs = [f"DATA-ID={_quoted(entry.data_id, 'DATA-ID')}"]
+        # "Each EXT-X-SESSION-DATA tag MUST contain either a VALUE or URI
+        # attribute, but not both."
+        if (entry.uri is None) == (entry.value is None):
+            raise ValueError(f"session data {entry.data_id!r}: give exactly one of uri and value")
+        if entry.value is not None:
+            attrs.append(f"VALUE={_quoted(entry.value, 'VALUE')}")
+        else:
+            assert entry.uri is not None
+            attrs.append(f'URI="{_check_uri(entry.uri)}"')
+        if entry.language is not None:
+            attrs.append(f"LANGUAGE={_quoted(entry.language, 'LANGUAGE')}")
+        # "A Playlist MUST NOT contain more than one EXT-X-SESSION-DATA tag
+        # with the same DATA-ID attribute and the same LANGUAGE attribute."
+        key = (entry.data_id, entry.language)
+        if key in seen:
+            raise ValueError(f"session data {entry.data_id!r} appears twice with LANGUAGE {entry.language!r}")
+        seen.add(key)
+        lines.append("#EXT-X-SESSION-DATA:" + ",".join(attrs))
+    return lines
+
+
+def render_master_playlist(
+    variants: Sequence[VariantEntry], audio: Sequence[AudioEntry], *, session_data: Sequence[SessionData] = ()
+) -> str:
     """Render the master (multivariant) playlist.
 
-    Layout: header; one ``EXT-X-MEDIA:TYPE=AUDIO`` per ``audio`` entry, in the
+    Layout: header; one ``EXT-X-SESSION-DATA`` per ``session_data`` entry, in
+    the order given; one ``EXT-X-MEDIA:TYPE=AUDIO`` per ``audio`` entry, in the
     order given; one ``EXT-X-STREAM-INF`` + URI per variant, **ordered by
     ``bandwidth_bps`` ascending** (a stable sort: equal bandwidths keep the
     caller's order); then one ``EXT-X-I-FRAME-STREAM-INF`` per variant that
@@ -439,8 +486,9 @@ def render_master_playlist(variants: Sequence[VariantEntry], audio: Sequence[Aud
     Raises ``ValueError`` for no variants, an absolute or unwritable URI, a
     variant naming an audio group that has no EXT-X-MEDIA, two DEFAULT=YES
     renditions (or two equal NAMEs) in one group, non-positive bandwidths or
-    sizes, AVERAGE-BANDWIDTH above BANDWIDTH, or an I-frame URI without its
-    bandwidth (or the reverse).
+    sizes, AVERAGE-BANDWIDTH above BANDWIDTH, an I-frame URI without its
+    bandwidth (or the reverse), or session data with both or neither of
+    URI and VALUE, or two with the same DATA-ID and LANGUAGE.
     """
     if not variants:
         raise ValueError("a master playlist needs at least one variant")
@@ -448,7 +496,7 @@ def render_master_playlist(variants: Sequence[VariantEntry], audio: Sequence[Aud
     for variant in variants:
         _check_variant(variant, group_codecs)
 
-    lines = [*_header(_MASTER_VERSION), "#EXT-X-INDEPENDENT-SEGMENTS"]
+    lines = [*_header(_MASTER_VERSION), "#EXT-X-INDEPENDENT-SEGMENTS", *_session_data_lines(session_data)]
     for entry in audio:
         attrs = [
             "TYPE=AUDIO",
