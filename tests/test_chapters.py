@@ -35,6 +35,7 @@ from transcoder.chapters import (
     space_cuts,
 )
 from transcoder.hls import SessionData, VariantEntry, render_master_playlist
+from transcoder.output import content_type_for
 
 FPS = 10
 CHANGES = (14, 31, 45, 63)  # frames where a new slide first shows (80 frames, 8 s)
@@ -216,6 +217,7 @@ def test_vtt_and_json_describe_the_same_chapters(tmp_path: Path) -> None:
     make_slide_deck(tmp_path / "deck.mp4", change_frames=CHANGES, frames=80)
     output = detect(frames_of(tmp_path / "deck.mp4"), 8.0)
     assert (output.vtt.relpath, output.json.relpath) == ("chapters.vtt", "chapters.json")
+    assert [content_type_for(f.relpath) for f in output.files] == ["text/vtt", "application/json"]
 
     cues = parse_vtt(output.vtt.data.decode())
     assert [title for _, _, title in cues] == [f"Chapter {n}" for n in range(1, 6)]

@@ -23,6 +23,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.media_slides import make_pan
+from transcoder.colour import ScalerColour
+from transcoder.output import content_type_for
 from transcoder.storyboard import Storyboard, StoryboardOutput, StoryboardPolicy, plan_storyboard
 
 F64 = np.ndarray[Any, np.dtype[np.float64]]
@@ -179,6 +181,8 @@ def test_tiles_show_the_frame_of_their_cue(pan_clip: Path) -> None:
     assert output.plan.interval_s == 1
     assert [s.relpath for s in output.sheets] == ["storyboard/sheet-000.jpg", "storyboard/sheet-001.jpg"]
     assert output.vtt.relpath == "thumbnails.vtt"
+    assert content_type_for(output.vtt.relpath) == "text/vtt"
+    assert {content_type_for(s.relpath) for s in output.sheets} == {"image/jpeg"}
 
     cues = parse_thumbnails_vtt(output.vtt.data.decode())
     assert len(cues) == output.thumbnails == 7
@@ -215,10 +219,10 @@ def test_track_names_sheets_relative_to_itself(pan_clip: Path) -> None:
     assert {c.url for c in parse_thumbnails_vtt(nested.vtt.data.decode())} == {"../images/sb/sheet-000.jpg"}
 
 
-def solid(y: int, width: int = 64, height: int = 36) -> av.VideoFrame:
+def solid(y: int, width: int = 64, height: int = 36, pix_fmt: str = "yuv420p") -> av.VideoFrame:
     data = np.full((height * 3 // 2, width), 128, dtype=np.uint8)
     data[:height] = y
-    return av.VideoFrame.from_ndarray(data, format="yuv420p")
+    return av.VideoFrame.from_ndarray(data, format=pix_fmt)
 
 
 class CountingScaler:
@@ -270,3 +274,28 @@ def test_portrait_frames_of_another_size_make_portrait_tiles() -> None:
     assert output is not None
     assert decode_jpeg_luma(output.sheets[0].data).shape == (160, 2 * 90)
     assert {(c.w, c.h) for c in parse_thumbnails_vtt(output.vtt.data.decode())} == {(90, 160)}
+
+
+@pytest.mark.parametrize(
+    ("source_y", "colour", "tile_y"),
+    [
+        (40, ScalerColour(src_colorspace="ITU601", src_color_range="JPEG"), 40.0),  # full range stays put
+        (40, None, (40 - 16) * 255 / 219),  # limited range (what rungs carry) is expanded to JPEG's
+    ],
+)
+def test_tiles_convert_from_the_source_range(source_y: int, colour: ScalerColour | None, tile_y: float) -> None:
+    storyboard = Storyboard(2.0, 64, 36, colour=colour)
+    storyboard.offer(solid(source_y, pix_fmt="yuvj420p" if colour else "yuv420p"), Fraction(0))
+    output = storyboard.finish()
+    assert output is not None
+    assert float(decode_jpeg_luma(output.sheets[0].data).mean()) == pytest.approx(tile_y, abs=1.5)
+
+
+def test_ten_bit_frames_are_taken() -> None:
+    data = np.full((36 * 3 // 2, 64), 512, dtype=np.uint16)  # 10-bit limited mid-grey, neutral chroma
+    frame = av.VideoFrame.from_ndarray(data, format="yuv420p10le")
+    storyboard = Storyboard(2.0, 64, 36)
+    storyboard.offer(frame, Fraction(0))
+    output = storyboard.finish()
+    assert output is not None
+    assert float(decode_jpeg_luma(output.sheets[0].data).mean()) == pytest.approx((128 - 16) * 255 / 219, abs=1.5)

@@ -26,6 +26,8 @@ CONTENT_TYPES = {
     ".m4s": "video/iso.segment",
     ".mp4": "video/mp4",
     ".jpg": "image/jpeg",
+    ".vtt": "text/vtt",  # storyboard thumbnails and chapter tracks (WebVTT section 7)
+    ".json": "application/json",  # Apple's chapter data (RFC 8216 4.3.4.4: URI names a JSON resource)
 }
 
 
