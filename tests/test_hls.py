@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from transcoder.hls import (
     AudioEntry,
+    ImageStreamEntry,
     SessionData,
     VariantEntry,
     iframe_average_bps,
@@ -628,3 +629,41 @@ def test_master_session_data_uri_must_be_relative(uri: str) -> None:
         render_master_playlist(
             [variant("1080p", 6_000_000)], [AUDIO], session_data=[SessionData(data_id="com.x", uri=uri)]
         )
+
+
+# --------------------------------------------------------------------------- #
+# Image streams (the HLS Image Media Playlist extension: storyboard sheets)
+# --------------------------------------------------------------------------- #
+
+IMAGES = ImageStreamEntry(uri="storyboard/images.m3u8", bandwidth_bps=12_000, width=160, height=90)
+
+
+def test_master_image_stream_line_comes_last() -> None:
+    text = render_master_playlist([variant("1080p", 6_000_000)], [AUDIO], image_streams=[IMAGES])
+    assert text.splitlines()[-1] == (
+        '#EXT-X-IMAGE-STREAM-INF:BANDWIDTH=12000,RESOLUTION=160x90,CODECS="jpeg",URI="storyboard/images.m3u8"'
+    )
+    assert text == render_master_playlist([variant("1080p", 6_000_000)], [AUDIO]) + text.splitlines()[-1] + "\n"
+
+
+def test_master_image_stream_as_m3u8_sees_it() -> None:
+    parsed = m3u8.loads(render_master_playlist([variant("1080p", 6_000_000)], [AUDIO], image_streams=[IMAGES]))
+    (image,) = parsed.image_playlists
+    assert image.uri == "storyboard/images.m3u8"
+    info = image.image_stream_info
+    assert (info.bandwidth, info.resolution, info.codecs) == (12_000, (160, 90), "jpeg")
+    assert len(parsed.playlists) == 1 and len(parsed.iframe_playlists) == 1  # the variants are untouched
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (replace(IMAGES, bandwidth_bps=0), "positive"),
+        (replace(IMAGES, width=0), "positive"),
+        (replace(IMAGES, uri="https://cdn.example/images.m3u8"), "URI"),
+        (replace(IMAGES, codecs='jp"eg'), "CODECS"),
+    ],
+)
+def test_master_image_stream_rejects(entry: ImageStreamEntry, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        render_master_playlist([variant("1080p", 6_000_000)], [AUDIO], image_streams=[entry])

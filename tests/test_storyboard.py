@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import av
+import m3u8
 import numpy as np
 import pytest
 from hypothesis import given
@@ -299,3 +300,30 @@ def test_ten_bit_frames_are_taken() -> None:
     output = storyboard.finish()
     assert output is not None
     assert float(decode_jpeg_luma(output.sheets[0].data).mean()) == pytest.approx((128 - 16) * 255 / 219, abs=1.5)
+
+
+def test_image_playlist_describes_the_same_sheets(pan_clip: Path) -> None:
+    frames = decoded_frames(pan_clip)
+    end_s = len(frames) / FPS
+    output = build(frames, StoryboardPolicy(min_interval_s=1, columns=3, rows=2), end_s)
+    assert output.image_playlist.relpath == "storyboard/images.m3u8"
+    assert content_type_for(output.image_playlist.relpath) == "application/vnd.apple.mpegurl"
+    data = m3u8.parse(output.image_playlist.data.decode())
+    assert data["is_images_only"] and data["is_endlist"] and data["playlist_type"] == "vod"
+    assert data["version"] == 7
+    # relative to the playlist's directory: the sheets sit beside it
+    assert [s["uri"] for s in data["segments"]] == ["sheet-000.jpg", "sheet-001.jpg"]
+    assert [s["duration"] for s in data["segments"]] == [6.0, 1.0]  # 6 tiles of 1 s, then the last to 7 s
+    assert data["targetduration"] == 6
+    # one tile's size; each sheet's own grid (the last is cropped to its one tile)
+    assert data["tiles"] == [
+        {"resolution": "160x90", "layout": "3x2", "duration": 1.0},
+        {"resolution": "160x90", "layout": "1x1", "duration": 1.0},
+    ]
+    for sheet, segment, tiles in zip(output.sheets, data["segments"], data["tiles"], strict=True):
+        columns, rows = (int(n) for n in tiles["layout"].split("x"))
+        assert decode_jpeg_luma(sheet.data).shape == (rows * 90, columns * 160)
+        assert output.image_bandwidth_bps >= len(sheet.data) * 8 / segment["duration"]
+    assert output.image_bandwidth_bps == max(
+        math.ceil(len(s.data) * 8 / seg["duration"]) for s, seg in zip(output.sheets, data["segments"], strict=True)
+    )

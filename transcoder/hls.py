@@ -35,6 +35,7 @@ from .models import IFrameInfo, SegmentInfo
 
 __all__ = [
     "AudioEntry",
+    "ImageStreamEntry",
     "SessionData",
     "VariantEntry",
     "iframe_average_bps",
@@ -123,6 +124,24 @@ class SessionData:
     uri: str | None = None
     value: str | None = None
     language: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImageStreamEntry:
+    """One ``EXT-X-IMAGE-STREAM-INF`` line: an image media playlist of thumbnail sheets.
+
+    Not part of RFC 8216: the "HLS Image Media Playlist" extension (Roku's
+    trick play; Shaka and ExoPlayer read it too). ``width``/``height`` is one
+    tile's size (RESOLUTION), ``bandwidth_bps`` the peak of its sheets.
+    Players that do not know the tag ignore it (RFC 8216 section 6.3.1:
+    unrecognised tags are ignored).
+    """
+
+    uri: str
+    bandwidth_bps: int
+    width: int
+    height: int
+    codecs: str = "jpeg"
 
 
 # --------------------------------------------------------------------------- #
@@ -468,7 +487,11 @@ def _session_data_lines(entries: Sequence[SessionData]) -> list[str]:
 
 
 def render_master_playlist(
-    variants: Sequence[VariantEntry], audio: Sequence[AudioEntry], *, session_data: Sequence[SessionData] = ()
+    variants: Sequence[VariantEntry],
+    audio: Sequence[AudioEntry],
+    *,
+    session_data: Sequence[SessionData] = (),
+    image_streams: Sequence[ImageStreamEntry] = (),
 ) -> str:
     """Render the master (multivariant) playlist.
 
@@ -477,7 +500,8 @@ def render_master_playlist(
     order given; one ``EXT-X-STREAM-INF`` + URI per variant, **ordered by
     ``bandwidth_bps`` ascending** (a stable sort: equal bandwidths keep the
     caller's order); then one ``EXT-X-I-FRAME-STREAM-INF`` per variant that
-    has an I-frame playlist, in the same order.
+    has an I-frame playlist, in the same order; then one
+    ``EXT-X-IMAGE-STREAM-INF`` per ``image_streams`` entry.
 
     A variant's CODECS is its ``codecs`` followed by its audio group's codecs
     (without repeats); the I-frame line lists only its video codecs.
@@ -550,4 +574,14 @@ def render_master_playlist(
             f'URI="{variant.iframe_uri}"',
         ]
         lines.append("#EXT-X-I-FRAME-STREAM-INF:" + ",".join(attrs))
+    for image in image_streams:
+        if image.bandwidth_bps <= 0 or image.width <= 0 or image.height <= 0:
+            raise ValueError(f"image stream {image.uri!r}: bandwidth and resolution must be positive")
+        attrs = [
+            f"BANDWIDTH={image.bandwidth_bps}",
+            f"RESOLUTION={image.width}x{image.height}",
+            f'CODECS="{",".join(_codec_list(image.codecs, f"image stream {image.uri!r}"))}"',
+            f'URI="{_check_uri(image.uri)}"',
+        ]
+        lines.append("#EXT-X-IMAGE-STREAM-INF:" + ",".join(attrs))
     return _text(lines)

@@ -33,6 +33,7 @@ import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from .colour import ScalerColour
+from .hls import target_duration_s
 
 __all__ = [
     "OutputFile",
@@ -41,6 +42,7 @@ __all__ = [
     "StoryboardPlan",
     "StoryboardPolicy",
     "plan_storyboard",
+    "render_image_playlist",
     "render_thumbnails_vtt",
     "vtt_timestamp",
 ]
@@ -162,18 +164,24 @@ class StoryboardOutput:
 
     ``sheets`` are the JPEG sprite sheets in order; ``vtt`` is the thumbnails
     track (its image URLs are relative to the VTT's own location);
-    ``thumbnails`` is how many tiles the track names.
+    ``thumbnails`` is how many tiles the track names. ``image_playlist`` is
+    the same storyboard as an HLS image media playlist (Roku's trick-play
+    form), to be named by the master's ``EXT-X-IMAGE-STREAM-INF`` with
+    ``image_bandwidth_bps`` (the largest sheet's bits over the time it
+    covers) and the tile size as RESOLUTION.
     """
 
     sheets: tuple[OutputFile, ...]
     vtt: OutputFile
+    image_playlist: OutputFile
+    image_bandwidth_bps: int
     thumbnails: int
     plan: StoryboardPlan
 
     @property
     def files(self) -> tuple[OutputFile, ...]:
-        """Every file, sheets first (the track names them, so publish it last)."""
-        return (*self.sheets, self.vtt)
+        """Every file, sheets first (the playlists name them, so publish those after)."""
+        return (*self.sheets, self.vtt, self.image_playlist)
 
 
 def vtt_timestamp(seconds: float) -> str:
@@ -213,6 +221,52 @@ def render_thumbnails_vtt(plan: StoryboardPlan, count: int, end_s: float, sheet_
     return "\n".join(lines)
 
 
+def _sheet_spans(plan: StoryboardPlan, count: int, end_s: float) -> list[tuple[int, float, float]]:
+    """(tiles, start_s, end_s) of each sheet; the last ends where the track does."""
+    spans = []
+    for first in range(0, count, plan.per_sheet):
+        tiles = min(plan.per_sheet, count - first)
+        start = first * plan.interval_s
+        end = (first + tiles) * plan.interval_s if first + tiles < count else max(end_s, start + 0.001)
+        spans.append((tiles, float(start), end))
+    return spans
+
+
+def render_image_playlist(plan: StoryboardPlan, count: int, end_s: float, sheet_uri: Callable[[int], str]) -> str:
+    """The storyboard as an HLS image media playlist (the "Image Media Playlist" form Roku reads).
+
+    One segment per sheet: ``EXTINF`` is the time its tiles cover (the last
+    sheet's ends at ``end_s``, like the VTT), ``EXT-X-TILES`` gives the tile
+    size (RESOLUTION), the sheet's own grid (LAYOUT, columns x rows: the last
+    sheet is cropped to the rows it uses) and one tile's duration, then the
+    sheet's URI. ``EXT-X-IMAGES-ONLY`` marks the playlist; version 7 as in
+    the specification's examples. Pure.
+    """
+    if count < 1:
+        raise ValueError(f"an image playlist needs at least one tile, got {count}")
+    spans = _sheet_spans(plan, count, end_s)
+    durations = [end - start for _, start, end in spans]
+    lines = [
+        "#EXTM3U",
+        "#EXT-X-VERSION:7",
+        f"#EXT-X-TARGETDURATION:{target_duration_s(durations)}",
+        "#EXT-X-MEDIA-SEQUENCE:0",
+        "#EXT-X-PLAYLIST-TYPE:VOD",
+        "#EXT-X-IMAGES-ONLY",
+    ]
+    for index, ((tiles, _, _), duration) in enumerate(zip(spans, durations, strict=True)):
+        columns = min(plan.columns, tiles)
+        rows = math.ceil(tiles / plan.columns)
+        lines += [
+            f"#EXTINF:{duration:.6f},",
+            f"#EXT-X-TILES:RESOLUTION={plan.tile_width}x{plan.tile_height},LAYOUT={columns}x{rows},"
+            f"DURATION={plan.interval_s:.3f}",
+            sheet_uri(index),
+        ]
+    lines.append("#EXT-X-ENDLIST")
+    return "\n".join(lines) + "\n"
+
+
 class Storyboard:
     """Builds the storyboard of one run from frames offered in time order.
 
@@ -243,12 +297,14 @@ class Storyboard:
         colour: ScalerColour | None = None,
         directory: str = "storyboard",
         vtt_path: str = "thumbnails.vtt",
+        image_playlist_path: str = "storyboard/images.m3u8",
     ) -> None:
         self.policy = policy or StoryboardPolicy()
         self.plan = plan_storyboard(duration_s, width, height, policy=self.policy)
         self.duration_s = duration_s
         self._directory = directory.strip("/")
         self._vtt_path = vtt_path
+        self._image_playlist_path = image_playlist_path
         src = colour or ScalerColour(src_colorspace="ITU709", src_color_range="MPEG")
         self._scale_args: dict[str, Any] = {
             "width": self.plan.tile_width,
@@ -344,22 +400,31 @@ class Storyboard:
         partial = self._count % self.plan.per_sheet
         if partial:
             self._close_sheet(partial)
-        # Sheet URLs relative to the track's own directory: players resolve
-        # them against the track's URL, and the output moves as a whole.
-        vtt_dir = posixpath.dirname(self._vtt_path) or "."
-
-        def sheet_uri(index: int) -> str:
-            return posixpath.relpath(self._sheet_relpath(index), vtt_dir)
-
         end = float(end_s) if end_s is not None else self.duration_s
-
-        text = render_thumbnails_vtt(self.plan, self._count, end, sheet_uri)
+        vtt = render_thumbnails_vtt(self.plan, self._count, end, self._sheet_uris_from(self._vtt_path))
+        images = render_image_playlist(self.plan, self._count, end, self._sheet_uris_from(self._image_playlist_path))
+        spans = _sheet_spans(self.plan, self._count, end)
+        bandwidth = max(
+            math.ceil(len(sheet.data) * 8 / (stop - start))
+            for sheet, (_, start, stop) in zip(self._sheets, spans, strict=True)
+        )
         return StoryboardOutput(
             sheets=tuple(self._sheets),
-            vtt=OutputFile(self._vtt_path, text.encode()),
+            vtt=OutputFile(self._vtt_path, vtt.encode()),
+            image_playlist=OutputFile(self._image_playlist_path, images.encode()),
+            image_bandwidth_bps=bandwidth,
             thumbnails=self._count,
             plan=self.plan,
         )
+
+    def _sheet_uris_from(self, relpath: str) -> Callable[[int], str]:
+        """Sheet URIs relative to the directory of the file at ``relpath``.
+
+        Players resolve them against that file's URL, and the output tree
+        moves as a whole, so no URI may be absolute.
+        """
+        base = posixpath.dirname(relpath) or "."
+        return lambda index: posixpath.relpath(self._sheet_relpath(index), base)
 
 
 def _planes(frame: av.VideoFrame) -> tuple[_U8, _U8, _U8]:
