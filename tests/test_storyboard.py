@@ -241,7 +241,7 @@ def test_only_frames_that_start_an_interval_are_scaled() -> None:
     storyboard._scaler = counter  # type: ignore[assignment]
     for index in range(20 * 30):
         storyboard.offer(solid(16 + index % 200), Fraction(index, 30))
-    output = storyboard.finish()
+    output = storyboard.finish(20.0)
     assert output is not None and output.thumbnails == 10
     assert counter.calls == 10  # not 600
 
@@ -263,7 +263,7 @@ def test_a_gap_fills_every_tile_it_skips_with_the_next_frame() -> None:
 
 
 def test_nothing_offered_gives_nothing() -> None:
-    assert Storyboard(10.0, 1920, 1080).finish() is None
+    assert Storyboard(10.0, 1920, 1080).finish(10.0) is None
 
 
 def test_portrait_frames_of_another_size_make_portrait_tiles() -> None:
@@ -271,7 +271,7 @@ def test_portrait_frames_of_another_size_make_portrait_tiles() -> None:
     storyboard = Storyboard(4.0, 1080, 1920)
     for index in range(8):
         storyboard.offer(solid(100, width=180, height=320), Fraction(index, 2))
-    output = storyboard.finish()
+    output = storyboard.finish(4.0)
     assert output is not None
     assert decode_jpeg_luma(output.sheets[0].data).shape == (160, 2 * 90)
     assert {(c.w, c.h) for c in parse_thumbnails_vtt(output.vtt.data.decode())} == {(90, 160)}
@@ -287,7 +287,7 @@ def test_portrait_frames_of_another_size_make_portrait_tiles() -> None:
 def test_tiles_convert_from_the_source_range(source_y: int, colour: ScalerColour | None, tile_y: float) -> None:
     storyboard = Storyboard(2.0, 64, 36, colour=colour)
     storyboard.offer(solid(source_y, pix_fmt="yuvj420p" if colour else "yuv420p"), Fraction(0))
-    output = storyboard.finish()
+    output = storyboard.finish(2.0)
     assert output is not None
     assert float(decode_jpeg_luma(output.sheets[0].data).mean()) == pytest.approx(tile_y, abs=1.5)
 
@@ -297,7 +297,7 @@ def test_ten_bit_frames_are_taken() -> None:
     frame = av.VideoFrame.from_ndarray(data, format="yuv420p10le")
     storyboard = Storyboard(2.0, 64, 36)
     storyboard.offer(frame, Fraction(0))
-    output = storyboard.finish()
+    output = storyboard.finish(2.0)
     assert output is not None
     assert float(decode_jpeg_luma(output.sheets[0].data).mean()) == pytest.approx((128 - 16) * 255 / 219, abs=1.5)
 

@@ -14,7 +14,14 @@ Two parts:
   every decoded (or already scaled) frame and its time; it costs one
   comparison unless the frame starts a new interval, and then one small
   downscale. Sheets are filled one at a time (one sheet's pixels in memory)
-  and JPEG-encoded as they fill; :meth:`Storyboard.finish` returns the files.
+  and JPEG-encoded as they fill; :meth:`Storyboard.finish` returns the files:
+  the sheets, the WebVTT track and the same storyboard as an HLS image media
+  playlist (``EXT-X-IMAGES-ONLY``, for Roku-style trick play).
+
+Cost (measured on a 2-vCPU machine, the 10 s 1080p ``bench.sources``
+sample, 5 tiles): 8-13 ms of CPU in all from decoded 1080p frames, 3-5 ms
+from 640x360 rung frames, against 23 s for the ``transcode`` of that sample
+(under 0.06% and 0.02%).
 
 Not thread-safe: one owner thread calls ``offer`` and ``finish``.
 """
@@ -310,9 +317,10 @@ class Storyboard:
             "width": self.plan.tile_width,
             "height": self.plan.tile_height,
             "format": "yuvj420p",
-            # Bicubic without its ringing would need area; area at this ratio
-            # is blurrier and no cheaper (both ~1 ms from 1080p, measured).
-            "interpolation": Interpolation.BICUBIC,
+            # Area averaging: no ringing around slide text at 12:1, and the
+            # cheapest of the three measured from decoded 1080p frames (area
+            # 0.90 ms, bilinear 1.08, bicubic 1.51 per tile).
+            "interpolation": Interpolation.AREA,
             "src_colorspace": src.src_colorspace,
             "src_color_range": src.src_color_range,
             "dst_colorspace": "ITU601",
@@ -389,18 +397,19 @@ class Storyboard:
         )
         self._clear_canvas()
 
-    def finish(self, end_s: Fraction | float | None = None) -> StoryboardOutput | None:
+    def finish(self, end_s: Fraction | float) -> StoryboardOutput | None:
         """Close the last sheet and render the track; None if no frame was offered.
 
-        ``end_s`` is where the last cue ends (the end of the timeline; default
-        the ``duration_s`` given at construction). Call once.
+        ``end_s`` is where the last cue ends: the end of the timeline as
+        decoded (not the probe's estimate, so the cues reach the last frame).
+        Call once.
         """
         if self._count == 0:
             return None
         partial = self._count % self.plan.per_sheet
         if partial:
             self._close_sheet(partial)
-        end = float(end_s) if end_s is not None else self.duration_s
+        end = float(end_s)
         vtt = render_thumbnails_vtt(self.plan, self._count, end, self._sheet_uris_from(self._vtt_path))
         images = render_image_playlist(self.plan, self._count, end, self._sheet_uris_from(self._image_playlist_path))
         spans = _sheet_spans(self.plan, self._count, end)
