@@ -165,7 +165,9 @@ def test_nothing_offered_gives_nothing() -> None:
         ([5.0, 40.0], 60.0, 10.0, [40.0]),  # a 5 s opening joins the first chapter
         ([20.0, 55.0], 60.0, 10.0, [20.0]),  # a 5 s ending joins the last chapter
         ([20.0, 21.0, 22.0, 40.0], 60.0, 10.0, [22.0, 40.0]),  # a flip-through: the chapter starts where it settled
-        ([20.0, 25.0, 40.0], 60.0, 10.0, [25.0, 40.0]),
+        ([20.0, 25.0, 40.0], 60.0, 10.0, [20.0, 40.0]),  # a 5 s slide is no flip: the first cut is kept
+        ([float(c) for c in range(5, 60, 5)], 60.0, 10.0, [10.0, 20.0, 30.0, 40.0, 50.0]),  # 5 s slides
+        ([20.0, 21.5, 40.0], 60.0, 10.0, [21.5, 40.0]),
         ([20.0, 40.0], 60.0, 0.0, [20.0, 40.0]),
         ([10.0], 20.0, 10.0, [10.0]),  # exactly the minimum on both sides
     ],
@@ -184,6 +186,9 @@ def test_every_chapter_lasts_the_minimum(raw: list[float], spacing: float) -> No
     assert set(kept) <= set(cuts)
     bounds = [0.0, *kept, 1000.0]
     assert all(b - a >= spacing for a, b in itertools.pairwise(bounds))
+    for cut in kept:  # and no kept cut starts a flipped-past scene
+        after = [c for c in cuts if c > cut]
+        assert (after[0] if after else 1000.0) - cut >= min(2.0, spacing)
 
 
 def test_space_cuts_rejects_unordered_cuts() -> None:

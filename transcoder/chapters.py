@@ -21,9 +21,9 @@ A frame starts a new scene (a *cut*) when its MAD is
 
 The decision on a frame waits until ``window_s`` of later frames are seen.
 
-Cuts then become chapters with a minimum length (:func:`space_cuts`): a scene
-shorter than ``min_spacing_s`` (a slide flipped through) joins the chapter
-before it, so every chapter lasts at least that long.
+Cuts then become chapters with a minimum length (:func:`space_cuts`): every
+chapter lasts at least ``min_spacing_s``, and a scene of under ``flip_s`` (a
+slide flipped past) never starts one.
 
 Output: a WebVTT chapters track (``kind="chapters"``) and Apple's JSON
 chapter format, which the master playlist references with
@@ -88,6 +88,7 @@ class ChapterPolicy:
     spike_ratio: float = 3.0
     window_s: float = 0.5
     min_spacing_s: float = 10.0
+    flip_s: float = 2.0  # a scene shorter than this (or min_spacing_s) is a slide flipped past
     title_format: str = "Chapter {number}"
     language: str = "en"  # BCP 47 tag of the titles (they are English words)
 
@@ -100,6 +101,8 @@ class ChapterPolicy:
             raise ValueError(f"need spike_ratio >= 1 and window_s > 0, got {self.spike_ratio}, {self.window_s}")
         if not math.isfinite(self.min_spacing_s) or self.min_spacing_s < 0:
             raise ValueError(f"min_spacing_s must be finite and >= 0, got {self.min_spacing_s}")
+        if not math.isfinite(self.flip_s) or self.flip_s < 0:
+            raise ValueError(f"flip_s must be finite and >= 0, got {self.flip_s}")
         if "{number}" not in self.title_format:
             raise ValueError(f"title_format must contain {{number}}: {self.title_format!r}")
 
@@ -128,24 +131,26 @@ class ChapterOutput:
         return (self.vtt, self.json)
 
 
-def space_cuts(cuts_s: Sequence[float], end_s: float, min_spacing_s: float) -> list[float]:
-    """Keep the cuts that start a chapter at least ``min_spacing_s`` long.
+def space_cuts(cuts_s: Sequence[float], end_s: float, min_spacing_s: float, *, flip_s: float = 2.0) -> list[float]:
+    """Keep the cuts that start chapters at least ``min_spacing_s`` long.
 
-    A cut is kept when it lies at least ``min_spacing_s`` after the last
-    kept cut (or 0) and the scene it starts lasts at least that long (until
-    the next cut, kept or not, or ``end_s``). So every chapter, the first
-    (from 0) and the last (to ``end_s``) included, lasts at least
-    ``min_spacing_s``, and a run of short scenes (slides flipped through)
-    joins the chapter before it: the kept cut is where the content settled.
-    Cuts must be increasing. Pure.
+    Cuts are taken in order (greedily). A cut is kept when it lies at least
+    ``min_spacing_s`` after the last kept cut (or 0) and before ``end_s``, so
+    every chapter, the first (from 0) and the last (to ``end_s``) included,
+    lasts at least ``min_spacing_s``. A cut whose own scene is shorter than
+    ``min(flip_s, min_spacing_s)`` (until the next cut) is never kept: a
+    slide flipped past on the way to another joins the chapter before, and
+    the chapter starts where the content settled. Cuts must be increasing.
+    Pure.
     """
+    flip = min(flip_s, min_spacing_s)
     kept: list[float] = []
     last = 0.0
     for index, cut in enumerate(cuts_s):
         if index and cut <= cuts_s[index - 1]:
             raise ValueError(f"cuts must be increasing: {cuts_s[index - 1]} then {cut}")
         scene_end = cuts_s[index + 1] if index + 1 < len(cuts_s) else end_s
-        if cut - last >= min_spacing_s and scene_end - cut >= min_spacing_s and 0 < cut < end_s:
+        if cut - last >= min_spacing_s and end_s - cut >= min_spacing_s and scene_end - cut >= flip and cut > 0:
             kept.append(cut)
             last = cut
     return kept
@@ -284,7 +289,7 @@ class ChapterDetector:
         end = float(end_s)
         if self.frames == 0 or not end > 0:
             return None
-        starts = space_cuts(self._cuts, end, self.policy.min_spacing_s)
+        starts = space_cuts(self._cuts, end, self.policy.min_spacing_s, flip_s=self.policy.flip_s)
         chapters = chapters_from_cuts(starts, end, self.policy)
         return ChapterOutput(
             chapters=chapters,
