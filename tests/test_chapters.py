@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import m3u8
@@ -34,6 +35,7 @@ from transcoder.chapters import (
     render_chapters_json,
     space_cuts,
 )
+from transcoder.errors import ConfigError
 from transcoder.hls import SessionData, VariantEntry, render_master_playlist
 from transcoder.output import content_type_for
 
@@ -265,3 +267,20 @@ def test_master_references_the_json_the_way_apple_reads_it(tmp_path: Path) -> No
     )
     (data,) = m3u8.loads(master).session_data
     assert (data.data_id, data.uri) == ("com.apple.hls.chapters", "chapters.json")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"width": 4},
+        {"min_change": 0.0},
+        {"spike_ratio": 0.5},
+        {"window_s": 0.0},
+        {"min_spacing_s": float("nan")},
+        {"flip_s": -1.0},
+        {"title_format": "Chapter"},
+    ],
+)
+def test_policy_rejects_bad_values(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError):
+        ChapterPolicy(**kwargs)

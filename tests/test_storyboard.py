@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from tests.media_slides import make_pan
 from transcoder.colour import ScalerColour
+from transcoder.errors import ConfigError
 from transcoder.output import content_type_for
 from transcoder.storyboard import Storyboard, StoryboardOutput, StoryboardPolicy, plan_storyboard
 
@@ -327,3 +328,19 @@ def test_image_playlist_describes_the_same_sheets(pan_clip: Path) -> None:
     assert output.image_bandwidth_bps == max(
         math.ceil(len(s.data) * 8 / seg["duration"]) for s, seg in zip(output.sheets, data["segments"], strict=True)
     )
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"min_interval_s": 0},
+        {"min_interval_s": 12},  # above max_interval_s
+        {"columns": 0},
+        {"max_sheets": 0},
+        {"tile_long_side": 161},
+        {"jpeg_quantiser": 1},
+    ],
+)
+def test_policy_rejects_bad_values(kwargs: dict[str, int]) -> None:
+    with pytest.raises(ConfigError):
+        StoryboardPolicy(**kwargs)

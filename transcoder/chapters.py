@@ -50,6 +50,7 @@ import av
 import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
+from .errors import ConfigError
 from .storyboard import OutputFile, vtt_timestamp
 
 __all__ = [
@@ -94,17 +95,17 @@ class ChapterPolicy:
 
     def __post_init__(self) -> None:
         if self.width < 8 or self.height < 8:
-            raise ValueError(f"the luma picture must be at least 8x8, got {self.width}x{self.height}")
+            raise ConfigError(f"the luma picture must be at least 8x8, got {self.width}x{self.height}")
         if not self.min_change > 0:
-            raise ValueError(f"min_change must be positive, got {self.min_change}")
+            raise ConfigError(f"min_change must be positive, got {self.min_change}")
         if self.spike_ratio < 1 or not self.window_s > 0:
-            raise ValueError(f"need spike_ratio >= 1 and window_s > 0, got {self.spike_ratio}, {self.window_s}")
+            raise ConfigError(f"need spike_ratio >= 1 and window_s > 0, got {self.spike_ratio}, {self.window_s}")
         if not math.isfinite(self.min_spacing_s) or self.min_spacing_s < 0:
-            raise ValueError(f"min_spacing_s must be finite and >= 0, got {self.min_spacing_s}")
+            raise ConfigError(f"min_spacing_s must be finite and >= 0, got {self.min_spacing_s}")
         if not math.isfinite(self.flip_s) or self.flip_s < 0:
-            raise ValueError(f"flip_s must be finite and >= 0, got {self.flip_s}")
+            raise ConfigError(f"flip_s must be finite and >= 0, got {self.flip_s}")
         if "{number}" not in self.title_format:
-            raise ValueError(f"title_format must contain {{number}}: {self.title_format!r}")
+            raise ConfigError(f"title_format must contain {{number}}: {self.title_format!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -40,6 +40,7 @@ import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from .colour import ScalerColour
+from .errors import ConfigError
 from .hls import target_duration_s
 
 __all__ = [
@@ -83,16 +84,16 @@ class StoryboardPolicy:
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_interval_s <= self.max_interval_s:
-            raise ValueError(
+            raise ConfigError(
                 f"need 1 <= min_interval_s <= max_interval_s, got {self.min_interval_s}, {self.max_interval_s}"
             )
         for name in ("target_thumbnails", "columns", "rows", "max_sheets"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.tile_long_side < 16 or self.tile_long_side % 2:
-            raise ValueError(f"tile_long_side must be even and >= 16, got {self.tile_long_side}")
+            raise ConfigError(f"tile_long_side must be even and >= 16, got {self.tile_long_side}")
         if not 2 <= self.jpeg_quantiser <= 31:
-            raise ValueError(f"jpeg_quantiser must be in 2..31, got {self.jpeg_quantiser}")
+            raise ConfigError(f"jpeg_quantiser must be in 2..31, got {self.jpeg_quantiser}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
