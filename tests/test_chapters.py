@@ -284,3 +284,17 @@ def test_master_references_the_json_the_way_apple_reads_it(tmp_path: Path) -> No
 def test_policy_rejects_bad_values(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
         ChapterPolicy(**kwargs)
+
+
+def test_frames_flagged_same_are_not_scaled_and_change_nothing(tmp_path: Path) -> None:
+    # A still deck (no cursor): the decoder's repeat detector would flag every
+    # frame but the first of each slide as equal to the one before.
+    known = make_slide_deck(tmp_path / "deck.mp4", change_frames=CHANGES, frames=80, cursor=False)
+    detector = ChapterDetector(POLICY)
+    first_of_slide = {0, *CHANGES}
+    for index, (frame, time_s) in enumerate(frames_of(tmp_path / "deck.mp4")):
+        detector.offer(frame, time_s, same=index not in first_of_slide)
+    output = detector.finish(8.0)
+    assert output is not None
+    assert_found_within_one_frame(output.cuts_s, known)
+    assert (detector.frames, detector.scaled) == (80, len(first_of_slide))

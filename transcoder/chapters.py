@@ -233,11 +233,21 @@ class ChapterDetector:
         self._recent: deque[tuple[float, float]] = deque()  # (time_s, MAD) of recent frames
         self._candidates: deque[tuple[float, float]] = deque()  # frames with MAD >= min_change, undecided
         self._cuts: list[float] = []
-        self.frames = 0
+        self.frames = 0  # frames offered
+        self.scaled = 0  # frames scaled (those not flagged ``same``)
 
-    def offer(self, frame: av.VideoFrame, time_s: Fraction | float) -> None:
-        """Compare ``frame`` (shown at ``time_s`` seconds) with the previous one."""
+    def offer(self, frame: av.VideoFrame, time_s: Fraction | float, same: bool = False) -> None:
+        """Compare ``frame`` (shown at ``time_s`` seconds) with the previous one.
+
+        ``same``: the caller knows the frame's pictures equal the previous
+        frame's byte for byte (the decoder's :class:`~transcoder.still.RepeatDetector`);
+        it then counts as no change without being scaled.
+        """
         policy = self.policy
+        self.frames += 1
+        if same and self._previous is not None:
+            self._record(float(time_s), 0.0)
+            return
         small = self._scaler.reformat(
             frame,
             width=policy.width,
@@ -247,12 +257,13 @@ class ChapterDetector:
             threads=1,  # a 64x36 picture: worker threads would cost more than they save
         )
         luma: _I16 = small.to_ndarray().astype(np.int16)
+        self.scaled += 1
         previous, self._previous = self._previous, luma
-        self.frames += 1
-        if previous is None:
-            return
-        now = float(time_s)
-        mad = float(np.abs(luma - previous).mean())
+        if previous is not None:
+            self._record(float(time_s), float(np.abs(luma - previous).mean()))
+
+    def _record(self, now: float, mad: float) -> None:
+        policy = self.policy
         self._recent.append((now, mad))
         if mad >= policy.min_change:
             self._candidates.append((now, mad))
