@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from tests.media import make_clip
+from tests.support.media import make_clip
 
 ClipFactory = Callable[..., Path]
 
 
 @pytest.fixture(scope="session")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> ClipFactory:
-    """``clip(**make_clip_kwargs)``: a ``tests.media.make_clip`` file, made once per session.
+    """``clip(**make_clip_kwargs)``: a ``tests.support.media.make_clip`` file, made once per session.
 
     Calls with the same keyword arguments share one file; treat it as read-only.
     """
