@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -356,6 +356,9 @@ def _x264_options(codec: str) -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------- real clips
+
+ClipFactory = Callable[..., Path]
+"""The ``clip`` fixture's type: ``clip(**make_clip_kwargs)`` returns a shared, read-only clip."""
 
 
 def make_clip(

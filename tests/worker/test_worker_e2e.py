@@ -32,10 +32,9 @@ import pytest
 
 from api_client import JobApiClient
 from api_reference import ReferenceServer
-from tests.conftest import ClipFactory
 from tests.support.faultproxy import FaultProxy, Rule
-from tests.support.media import make_random_bytes
-from tests.support.s3server import ACCESS_KEY, SECRET_KEY, SeaweedServer, Space, seaweed_fixture, space_fixture  # noqa: F401
+from tests.support.media import ClipFactory, make_random_bytes
+from tests.support.s3server import ACCESS_KEY, SECRET_KEY, SeaweedServer, Space
 from worker.exit_codes import ExitCode
 
 pytestmark = pytest.mark.slow
