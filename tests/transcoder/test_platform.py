@@ -1,5 +1,5 @@
 """CPU identification, CPU budget, platform profile and thread plan (``transcoder.cpuinfo``, ``.budget``,
-``.platform_profile``, ``.threadplan``), and the Batch packing hint (``deploy.packing``).
+``.platform_profile``, ``.threadplan``).
 
 Sample ``/proc/cpuinfo`` files and cgroup trees live under ``tests/transcoder/data/`` (their
 READMEs say which machine each one stands for).
@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from deploy.packing import jobs_per_instance, read_memory_mib
 from transcoder.budget import CpuBudget, detect_budget
 from transcoder.cli import jsonable
 from transcoder.cpuinfo import PLATFORMS, CpuInfo, detect_cpu, parse_cpuinfo
@@ -336,22 +335,6 @@ def test_profile_reports_a_configured_preset() -> None:
     plan = plan_threads(LADDER, CpuBudget(cores=2, source="override"), cpu=cpu("graviton2.txt"), preset="medium")
     assert plan.profile is not None and plan.profile.preset == "medium"
     assert any("x264 preset: medium as configured" in line for line in plan.describe())
-
-
-@pytest.mark.parametrize(
-    ("host_vcpus", "memory", "jobs"),
-    [(64, None, 32), (4, None, 2), (1, None, 1), (64, 16384, 8), (8, 65536, 4)],
-)
-def test_jobs_per_instance(host_vcpus: int, memory: int | None, jobs: int) -> None:
-    hint, reason = jobs_per_instance(host_vcpus, host_memory_mib=memory)
-    assert hint == jobs
-    assert f"{host_vcpus} vCPU" in reason
-
-
-def test_read_memory_mib(tmp_path: Path) -> None:
-    (tmp_path / "meminfo").write_text("MemTotal:       16252928 kB\nMemFree:         1000 kB\n")
-    assert read_memory_mib(tmp_path / "meminfo") == 15872
-    assert read_memory_mib(tmp_path / "missing") is None
 
 
 @pytest.mark.parametrize("module", ["cpuinfo", "budget", "platform_profile", "threadplan"])
