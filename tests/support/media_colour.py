@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import av
 import numpy as np
 import numpy.typing as npt
-from av.video.reformatter import VideoReformatter
+from av.video.reformatter import Colorspace, VideoReformatter
 
 from transcoder import tonemap
 
@@ -87,10 +87,13 @@ def to_rgb(frame: av.VideoFrame, *, matrix: str | None = None, full_range: bool 
     """
     src_range = frame.color_range if full_range is None else (2 if full_range else 1)
     rgb = VideoReformatter().reformat(
-        frame, format="rgb24", src_colorspace=matrix, src_color_range=src_range, interpolation="BICUBIC"
+        frame,
+        format="rgb24",
+        src_colorspace=None if matrix is None else Colorspace[matrix],
+        src_color_range=src_range,
+        interpolation="BICUBIC",
     )
-    out: U8 = rgb.to_ndarray()
-    return out
+    return cast(U8, rgb.to_ndarray())
 
 
 def _encoder(out: Any, codec: str, *, width: int, height: int, fps: int, pix_fmt: str) -> Any:
@@ -164,7 +167,7 @@ def make_sdr_clip(
                 reformatter.reformat(
                     rgb,
                     format=pix_fmt,
-                    dst_colorspace=matrix,
+                    dst_colorspace=Colorspace[matrix],
                     dst_color_range="JPEG" if full_range else "MPEG",
                     interpolation="BICUBIC",
                 )
@@ -233,7 +236,7 @@ def make_hdr_clip(
                 reformatter.reformat(
                     rgb48,
                     format="yuv420p10le",
-                    dst_colorspace="BT2020",
+                    dst_colorspace=Colorspace.BT2020,
                     dst_color_range="MPEG",
                     interpolation="BICUBIC",
                 )

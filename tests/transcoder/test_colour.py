@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import av
 import av.filter
@@ -323,8 +323,7 @@ def _tags(frame: av.VideoFrame) -> tuple[int, int, int, int]:
 
 def _resize(rgb: U8, width: int, height: int) -> U8:
     frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-    out: U8 = VideoReformatter().reformat(frame, width=width, height=height, interpolation="AREA").to_ndarray()
-    return out
+    return cast(U8, VideoReformatter().reformat(frame, width=width, height=height, interpolation="AREA").to_ndarray())
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -89,10 +89,10 @@ def _segments(out: Path, rendition: str) -> tuple[bytes, float]:
 def read_output(out: Path, result: transcoder.TranscodeResult) -> Output:
     video = next(r for r in result.renditions if r.kind == "video")
     data, total = _segments(out, video.name)
-    with av.open(io.BytesIO(data), format="mpegts") as container:
+    with av.open(io.BytesIO(data), mode="r", format="mpegts") as container:
         frames = list(container.decode(video=0))
     adata, _ = _segments(out, "audio")
-    with av.open(io.BytesIO(adata), format="mpegts") as container:
+    with av.open(io.BytesIO(adata), mode="r", format="mpegts") as container:
         aframes = list(container.decode(audio=0))
     assert aframes and aframes[0].time is not None
     samples = np.concatenate([f.to_ndarray() for f in aframes], axis=1).astype(np.float64)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.awsrequest import AWSResponse
+from botocore.awsrequest import AWSResponse  # type: ignore[import-untyped]
 
 from tests.support.faultproxy import FaultProxy, Rule
 from tests.support.s3server import (

@@ -18,7 +18,7 @@ import math
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -700,7 +700,7 @@ def test_fmp4_iframe_playlist_points_at_the_idr_starting_each_segment(variant: C
             data = (run_.out / rung.name / entry.uri).read_bytes()
             assert data[offset + 4 : offset + 8] == b"moof"
             assert length < len(data) - offset  # the IDR only, not the whole fragment
-            with av.open(io.BytesIO(init + data[offset : offset + length])) as container:
+            with av.open(io.BytesIO(init + data[offset : offset + length]), mode="r") as container:
                 frames = list(container.decode(video=0))
             assert [f.key_frame for f in frames] == [True], (rung.name, entry.uri)
 
@@ -815,6 +815,9 @@ class FailingSink:
 
     def retract(self, relpath: str) -> None:
         self.inner.retract(relpath)
+
+    def discard(self, relpaths: Sequence[str]) -> None:
+        self.inner.discard(relpaths)
 
     def describe(self, relpath: str) -> str:
         return self.inner.describe(relpath)

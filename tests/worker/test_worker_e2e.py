@@ -108,7 +108,7 @@ class WorkerProcess:
         with self._changed:
             while True:
                 while seen < len(self.lines):
-                    record = json.loads(self.lines[seen])
+                    record: dict[str, Any] = json.loads(self.lines[seen])
                     seen += 1
                     if predicate(record):
                         return record
