@@ -128,7 +128,8 @@ class FaultProxy:
         self.log: list[LoggedRequest] = []
         self.up = TokenBucket(up_bps) if up_bps else None
         self.down = TokenBucket(down_bps) if down_bps else None
-        self._lock = threading.Lock()
+        # A condition, not a plain lock: wait_for_hits sleeps until a rule acts.
+        self._lock = threading.Condition()
         self.in_flight = 0
         self.peak_in_flight = 0  # most requests handled at once: shows a client's concurrency
         proxy = self
@@ -161,12 +162,18 @@ class FaultProxy:
         with self._lock:
             return sum(rule.hits for rule in self.rules)
 
+    def wait_for_hits(self, count: int = 1, timeout_s: float = 10.0) -> bool:
+        """Wait until rules acted on at least ``count`` requests; False if ``timeout_s`` passed first."""
+        with self._lock:
+            return self._lock.wait_for(lambda: sum(rule.hits for rule in self.rules) >= count, timeout_s)
+
     def choose(self, method: str, target: str) -> Rule | None:
         with self._lock:
             for rule in self.rules:
                 if not rule.exhausted and rule.matches(method, target):
                     rule.hits += 1
                     self.log.append(LoggedRequest(method, target, rule.action))
+                    self._lock.notify_all()
                     return rule
             self.log.append(LoggedRequest(method, target, "pass"))
             return None

@@ -33,6 +33,7 @@ from tests.support.s3server import (
     client_for,
     fast_config,
 )
+from tests.support.waiting import wait_until
 from transcoder.errors import ConfigError, InputError, OutputError
 from transcoder.storage import (
     MIB,
@@ -333,7 +334,7 @@ def test_reader_restarts_read_ahead_at_a_seek_and_reuses_chunks(seaweed: Seaweed
     with S3Reader(client, S3Location.parse(space.uri("moov-at-end.bin")), config) as reader:
         # What FFmpeg does with an mp4 whose index is at the end: head, tail, back to the head.
         assert reader.read(32) == data[:32]
-        _wait_for(lambda: len(ranges) >= 3)  # chunks 0, 1, 2: the read-ahead window
+        wait_until(lambda: len(ranges) >= 3, what="the read-ahead window")  # chunks 0, 1, 2
         reader.seek(size - 1000)
         assert reader.read(1000) == data[-1000:]
         fetched_after_tail = len(ranges)
@@ -437,7 +438,9 @@ def test_closing_the_reader_stops_its_threads(seaweed: SeaweedServer, s3: Any, s
     threads = list(reader._threads)
     assert len(threads) == 3 and all(t.name.startswith("s3-read-") for t in threads)
     reader.close()
-    _wait_for(lambda: not any(t.is_alive() for t in threads))
+    for thread in threads:
+        thread.join(timeout=10)
+    assert not any(t.is_alive() for t in threads)
     with pytest.raises(ValueError):
         reader.read(1)
 
@@ -530,7 +533,7 @@ def test_abort_mid_upload_leaves_no_multipart_upload_open(seaweed: SeaweedServer
         config = _mp_config(proxy.endpoint)
         sink = S3Sink(client_for(proxy.endpoint, config=config), S3Location.parse(space.uri(), prefix=True), config)
         sink.put("big.mp4", os.urandom(16 * MIB))
-        _wait_for(lambda: space.open_uploads(s3) != [])
+        wait_until(lambda: space.open_uploads(s3) != [], what="a multipart upload to open")
         sink.abort()
         sink.close()
     assert space.open_uploads(s3) == []
@@ -776,11 +779,3 @@ def _rule_args(rule: Rule) -> dict[str, Any]:
         "delay_s": rule.delay_s,
         "bytes_per_s": rule.bytes_per_s,
     }
-
-
-def _wait_for(condition: Any, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)

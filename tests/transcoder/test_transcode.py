@@ -862,7 +862,7 @@ def test_cancel_publishes_nothing(clip: ClipFactory, tmp_path: Path, preset_even
 
 
 _RAISING_CALLBACK = """
-import json, sys, threading, time
+import json, sys, threading
 from pathlib import Path
 import transcoder
 from transcoder import EncoderSettings, LadderPolicy, RungSpec, TranscodeConfig
@@ -884,9 +884,13 @@ try:
 except Exception as exc:
     raised = type(exc).__name__
 stages = [t.name for t in threading.enumerate() if t.name in ("decoder", "audio") or t.name.startswith("rung-")]
-time.sleep(0.5)
+# Wait for every other thread to end (bounded): with none left, nothing can write a file later.
+for thread in threading.enumerate():
+    if thread is not threading.main_thread():
+        thread.join(timeout=10)
+threads = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
 files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-print(json.dumps({"raised": raised, "stages_alive": stages, "files": files}))
+print(json.dumps({"raised": raised, "stages_alive": stages, "threads_left": threads, "files": files}))
 """
 
 
@@ -903,7 +907,7 @@ def test_a_raising_progress_callback_stops_the_run_cleanly(clip: ClipFactory, tm
     )
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout.splitlines()[-1])
-    assert report == {"raised": "RuntimeError", "stages_alive": [], "files": []}
+    assert report == {"raised": "RuntimeError", "stages_alive": [], "threads_left": [], "files": []}
 
 
 # ----------------------------------------------------------------------------- timestamps across frame rates

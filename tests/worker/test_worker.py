@@ -25,6 +25,7 @@ import pytest
 from api_client import WORKER_REASON_CODES, CompletionReport, JobApiClient, RenditionReport
 from api_reference import ReferenceServer
 from tests.support.media import ClipFactory
+from tests.support.waiting import wait_until
 from transcoder import (
     CancelledError,
     ConfigError,
@@ -522,35 +523,28 @@ def test_progress_is_throttled_and_a_refusal_is_not_fatal(tmp_path: Path) -> Non
                 )
                 first_offered = time.monotonic()
                 reporter.offer(0, "transcoding")
-                _until(lambda: reporter.posted == 1)
+                wait_until(lambda: reporter.posted == 1, what="the first post")
                 for percent in range(1, 50):
                     reporter.offer(percent, "transcoding")
                 reporter.offer(99, "publishing")
                 reporter.offer(100, "publishing")
-                _until(lambda: reporter.posted == 2)
+                wait_until(lambda: reporter.posted == 2, what="the phase change's post")
                 # A new phase waits for the contract's least gap; then only the
                 # latest offer goes out. Within a phase the rest wait for the
                 # interval and are replaced.
                 assert time.monotonic() - first_offered >= gap_s
-                time.sleep(0.2)
                 assert reporter.posted == 2 and reporter.moved_on is None
                 assert server.get_job(job_id)["progress"] == {"percent": 100.0, "phase": "publishing"}
                 server.cancel_job(job_id)
                 reporter.offer(100, "done")
-                _until(lambda: reporter.moved_on is not None)
-                assert reporter.failed == 1
+                wait_until(lambda: reporter.moved_on is not None, what="the refusal")
+                # Still two posts: the publishing phase posted nothing more meanwhile (its interval is 60 s).
+                assert reporter.failed == 1 and reporter.posted == 2
                 reporter.close()
     finally:
         logging.getLogger().handlers.clear()
     refused = [json.loads(line) for line in stream.getvalue().splitlines() if "progress_refused" in line]
     assert refused and refused[0]["job_state"] == "CANCELLED" and refused[0]["stopping"] is True
-
-
-def _until(condition: Any, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 # --------------------------------------------------------------------------- processes

@@ -273,9 +273,8 @@ def test_killed_after_uploading_before_completing_then_rerun_adopts_the_ladder(s
         proxy.add(Rule("reset", method="POST", path=r"/complete$", times=None))
         worker = WorkerProcess.start(job_id, setup.env(api_url=proxy.endpoint))
         deadline = time.monotonic() + 60
-        while proxy.hits() == 0:
+        while not proxy.wait_for_hits(1, timeout_s=0.5):
             assert worker.process.poll() is None and time.monotonic() < deadline, worker.text()
-            time.sleep(0.02)
         worker.kill_group()  # the container dies with the completion report on the wire
         worker.finish()
     assert worker.process.returncode == -signal.SIGKILL

@@ -138,7 +138,8 @@ class PlayerServer(ThreadingHTTPServer):
         self.frames: list[dict[str, Any]] = []
         self.summary: dict[str, Any] | None = None
         self.done = threading.Event()
-        self._lock = threading.Lock()
+        # A condition, not a plain lock: wait_for_frames sleeps until a frame arrives.
+        self._lock = threading.Condition()
 
     @property
     def url(self) -> str:
@@ -160,12 +161,23 @@ class PlayerServer(ThreadingHTTPServer):
         with self._lock:
             if message.get("event") == "frame":
                 self.frames.append(message)
+                self._lock.notify_all()
             elif message.get("event") == "done":
                 if self.summary is None:
                     self.summary = message
                 self.done.set()
             else:
                 self.events.append(message)
+
+    def wait_for_frames(self, timeout_s: float) -> bool:
+        """Wait until every frame the page's report lists has arrived; False if ``timeout_s`` passed first.
+
+        The page posts each frame as it grabs it and its report (``done``) last,
+        without waiting for the frames' POSTs: a large PNG can still be on the wire.
+        """
+        with self._lock:
+            expected = len((self.summary or {}).get("frames") or [])
+            return self._lock.wait_for(lambda: len(self.frames) >= expected, timeout_s)
 
     @contextmanager
     def running(self) -> Iterator[PlayerServer]:
@@ -252,8 +264,9 @@ def run_player(
                 while not server.done.wait(timeout=0.25):
                     if time.monotonic() > deadline or proc.poll() is not None:
                         break
-                # Late frame POSTs are not worth waiting for, but give in-flight ones a moment.
-                time.sleep(0.2)
+                # Frames still on the wire when the report came; a frame that never
+                # arrives only shows as missing in the summary.
+                server.wait_for_frames(timeout_s=5)
             finally:
                 _kill_group(proc)
         chromium_log = log_path.read_text("utf-8", "replace")
