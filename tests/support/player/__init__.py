@@ -1,0 +1,1 @@
+"""Headless-Chromium playback of an HLS output with hls.js (``python -m tests.support.player.serve``)."""
