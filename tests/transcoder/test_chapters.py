@@ -24,8 +24,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.media_screen import make_screen_recording
-from tests.media_slides import make_pan, make_slide_deck
+from tests.support.media_screen import make_screen_recording
+from tests.support.media_slides import make_pan, make_slide_deck
 from transcoder.chapters import (
     APPLE_CHAPTERS_DATA_ID,
     ChapterDetector,
@@ -47,6 +47,7 @@ POLICY = ChapterPolicy(min_spacing_s=1.0)  # the deck's slides last 1.4-1.8 s
 def frames_of(path: Path, *, size: tuple[int, int] | None = None) -> Iterator[tuple[av.VideoFrame, Fraction]]:
     with av.open(str(path)) as container:
         for frame in container.decode(video=0):
+            assert frame.pts is not None and frame.time_base is not None
             time_s = Fraction(frame.pts * frame.time_base)
             if size is not None:  # what a small rung's scaler would hand over
                 frame = frame.reformat(width=size[0], height=size[1])

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.media_slides import make_pan
+from tests.support.media_slides import make_pan
 from transcoder.colour import ScalerColour
 from transcoder.errors import ConfigError
 from transcoder.output import content_type_for
@@ -149,7 +149,8 @@ def decoded_frames(path: Path) -> list[av.VideoFrame]:
 def source_luma_full_range(frame: av.VideoFrame) -> F64:
     """The frame's luma as JPEG's full range, box-averaged 2x2 (320x180 -> 160x90)."""
     y = frame.to_ndarray(format="gray").astype(np.float64)  # swscale's gray is full range from limited
-    return y.reshape(y.shape[0] // 2, 2, y.shape[1] // 2, 2).mean(axis=(1, 3))
+    box: F64 = y.reshape(y.shape[0] // 2, 2, y.shape[1] // 2, 2).mean(axis=(1, 3))
+    return box
 
 
 def psnr(a: F64, b: F64) -> float:
@@ -158,7 +159,7 @@ def psnr(a: F64, b: F64) -> float:
 
 
 def decode_jpeg_luma(data: bytes) -> F64:
-    with av.open(io.BytesIO(data), format="image2pipe") as container:
+    with av.open(io.BytesIO(data), mode="r", format="image2pipe") as container:
         frame = next(container.decode(video=0))
     return frame.to_ndarray(format="gray").astype(np.float64)
 
@@ -166,7 +167,7 @@ def decode_jpeg_luma(data: bytes) -> F64:
 def build(frames: list[av.VideoFrame], policy: StoryboardPolicy, end_s: float, **kwargs: Any) -> StoryboardOutput:
     storyboard = Storyboard(end_s, frames[0].width, frames[0].height, policy=policy, **kwargs)
     for frame in frames:
-        assert frame.time is not None
+        assert frame.time is not None and frame.pts is not None and frame.time_base is not None
         storyboard.offer(frame, Fraction(frame.pts * frame.time_base))
     output = storyboard.finish(end_s)
     assert output is not None
@@ -233,7 +234,8 @@ class CountingScaler:
 
     def reformat(self, frame: av.VideoFrame, **kwargs: Any) -> av.VideoFrame:
         self.calls += 1
-        return self.inner.reformat(frame, **kwargs)
+        scaled: av.VideoFrame = self.inner.reformat(frame, **kwargs)
+        return scaled
 
 
 def test_only_frames_that_start_an_interval_are_scaled() -> None:

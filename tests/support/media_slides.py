@@ -1,7 +1,7 @@
 """Tiny clips for the chapter and storyboard tests, made with PyAV.
 
 * :func:`make_slide_deck`: slides of one template (title band, rows of
-  word-like ink, :func:`tests.media_screen.slide_picture` with a different
+  word-like ink, :func:`tests.support.media_screen.slide_picture` with a different
   seed each) that change at known frames, with a cursor that moves on every
   frame and optional film grain (fresh on every frame, as a camera filming a
   projector gives).
@@ -23,7 +23,7 @@ from typing import Any
 import av
 import numpy as np
 
-from tests.media_screen import slide_picture
+from tests.support.media_screen import slide_picture
 
 __all__ = ["make_pan", "make_slide_deck", "pan_scene"]
 
@@ -73,7 +73,7 @@ def make_slide_deck(
             slide = sum(index >= c for c in change_frames)
             y, u, v = (p.copy() for p in slides[slide])
             if grain:
-                noisy = y.astype(np.float32) + rng.normal(0.0, grain, y.shape).astype(np.float32)
+                noisy = y.astype(np.float32) + np.asarray(rng.normal(0.0, grain, y.shape), dtype=np.float32)
                 y = np.clip(noisy, 16, 235).astype(np.uint8)
             if cursor:
                 x0 = (width // 5 + 3 * index) % (width - 2 * _CURSOR)
@@ -127,7 +127,7 @@ def make_pan(
             x = speed_px * max(0, index - still_frames)
             y = scene[:, x : x + width].copy()
             if grain:
-                noisy = y.astype(np.float32) + rng.normal(0.0, grain, y.shape).astype(np.float32)
+                noisy = y.astype(np.float32) + np.asarray(rng.normal(0.0, grain, y.shape), dtype=np.float32)
                 y = np.clip(noisy, 16, 235).astype(np.uint8)
             yield _pack(y, grey, grey)
 
