@@ -183,8 +183,10 @@ def peak_and_average_bps(segments: Sequence[SegmentInfo], *, target_duration_s: 
     if not timed:
         return 0, 0
     total_bytes = sum(s.size_bytes for s in timed)
-    total_s = math.fsum(s.duration_s for s in timed)
-    average = math.ceil(Fraction(total_bytes * 8) / Fraction(total_s))
+    # An exact sum: a rounded one can fall below the true total and put the
+    # average above every segment's own rate.
+    total_s = sum((Fraction(s.duration_s) for s in timed), Fraction(0))
+    average = math.ceil(Fraction(total_bytes * 8) / total_s)
     per_segment_peak = max(_rate_bps(s.size_bytes, s.duration_s) for s in timed)
     if target_duration_s is None:
         return per_segment_peak, average
