@@ -9,7 +9,6 @@ rungs with different frame rates share one decode.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from fractions import Fraction
 
 import av
@@ -128,15 +127,13 @@ class RungEncoder:
         threads: int,
         interpolation: str,
         lookahead_thread: bool = True,
-        forward: Callable[[av.VideoFrame, Fraction], None] | None = None,
         colour: ScalerColour | None = None,
     ) -> None:
         self.rung = rung
-        self.forward = forward
         self.gop_frames = ladder.gop_frames(rung)
         self.segmenter = segmenter
-        # ``colour``: how the frames this rung receives differ from BT.709
-        # limited range (None for frames forwarded by a parent rung: already converted).
+        # ``colour``: how the decoded frames differ from BT.709 limited range
+        # (None: they do not).
         self.scaler = Scaler(rung.width, rung.height, interpolation=interpolation, colour=colour)
         self.slots = CfrSlots(rung.fps)
         self.codecs: str | None = None
@@ -186,13 +183,12 @@ class RungEncoder:
 
         ``same``: the frame's pictures equal the previous frame's (a still
         slide); the rung then reuses its last scaled frame instead of scaling
-        again. The very frame object pushed twice (a larger rung forwarding a
-        repeat) counts as the same.
+        again.
         """
         if self._pending is not None:
             repeat = self.slots.slots_before(time_s)
             self._emit(self._pending, repeat, self._pending_same)
-        self._pending_same = same or frame is self._pending
+        self._pending_same = same
         self._pending = frame
 
     def finish(self, end_s: Fraction, *, cancel: threading.Event | None = None) -> None:
@@ -225,8 +221,7 @@ class RungEncoder:
         match falls back to encoding every slot.
         """
         gop = self.gop_frames
-        # Smaller rungs scaling from this one (cascade) need every frame.
-        if self.forward is not None or gop < 2 or count < _HOLD_COPY_MIN_GOPS * gop:
+        if gop < 2 or count < _HOLD_COPY_MIN_GOPS * gop:
             self._emit(source, count, same, cancel=cancel)
             return False
         done = min(count, (-self.frames_out) % gop)
@@ -301,10 +296,6 @@ class RungEncoder:
             frame.pict_type = PictureType.I if slot % self.gop_frames == 0 else PictureType.NONE
             self._encode(frame)
             self.frames_out += 1
-            if self.forward is not None:
-                # Smaller rungs scale from this frame instead of the source:
-                # the same picture from fewer pixels. Encoding only read it.
-                self.forward(frame, Fraction(slot) / self.rung.fps)
 
     def _encode(self, frame: av.VideoFrame | None) -> None:
         try:
@@ -323,33 +314,6 @@ class RungEncoder:
             self.segmenter.mux(packet)
 
 
-# A rung scales from the smallest larger rung that is at least this much
-# bigger (short side): 1080p -> 720p -> 480p and 360p. Closer sizes would
-# compound the scalers' softening for little saving.
-CASCADE_MIN_RATIO = Fraction(3, 2)
-
-
-def scaling_parents(ladder: Ladder, decoded_size: tuple[int, int]) -> list[int | None]:
-    """For each rung, the index of the rung it scales from (None: the decoder).
-
-    A rung whose frames are the decoded frames themselves (same size, no
-    scaling) is never a parent: its children take the decoded frames directly.
-    """
-    parents: list[int | None] = []
-    for i, rung in enumerate(ladder.rungs):
-        parent: int | None = None
-        short = min(rung.width, rung.height)
-        for j in range(i - 1, -1, -1):
-            candidate = ladder.rungs[j]
-            if (candidate.width, candidate.height) == decoded_size:
-                break
-            if min(candidate.width, candidate.height) >= short * CASCADE_MIN_RATIO and candidate.fps >= rung.fps:
-                parent = j
-                break
-        parents.append(parent)
-    return parents
-
-
 def rung_segment_s(ladder: Ladder, rung: Rung) -> float:
     """The exact segment length of ``rung`` (a whole number of its GOPs)."""
     return exact_segment_s(ladder.segment_s, ladder.gop_s, rung.fps)
@@ -360,7 +324,6 @@ __all__ = [
     "RungEncoder",
     "frames_until",
     "rung_segment_s",
-    "scaling_parents",
     "segments_until",
     "x264_options",
 ]

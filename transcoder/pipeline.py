@@ -32,7 +32,7 @@ from .audio import AudioEncoder
 from .colour import colour_of
 from .config import TranscodeConfig
 from .decode import Decoder
-from .encode import RungEncoder, frames_until, rung_segment_s, scaling_parents, segments_until
+from .encode import RungEncoder, frames_until, rung_segment_s, segments_until
 from .errors import CancelledError, MediaError, TranscodeError
 from .models import AudioPlan, Ladder, Progress, RenditionResult, SourceInfo
 from .output import OutputSink
@@ -142,24 +142,8 @@ def run_ladder(
         sink.retract(MASTER)  # a stale master must never point into a half-rewritten ladder
         encoders = []
         rung_queues: list[queue.Queue[Any]] = [queue.Queue(maxsize=config.queue_depth) for _ in ladder.rungs]
-        parents = scaling_parents(ladder, _decoded_size(info)) if config.encoder.cascade else [None] * len(ladder.rungs)
-        children: list[list[queue.Queue[Any]]] = [[] for _ in ladder.rungs]
-        for index, parent in enumerate(parents):
-            if parent is not None:
-                children[parent].append(rung_queues[index])
-
-        def forwarder(targets: list[queue.Queue[Any]]) -> Callable[[av.VideoFrame, Fraction], None] | None:
-            if not targets:
-                return None
-
-            def forward(frame: av.VideoFrame, time_s: Fraction) -> None:
-                for q in targets:
-                    coordinator.put(q, (frame, time_s))
-
-            return forward
-
         colour = colour_of(info.video)  # decided once per run, from the probe
-        for index, rung in enumerate(ladder.rungs):
+        for rung in ladder.rungs:
             segmenter = HlsSegmenter(
                 name=rung.name,
                 sink=sink,
@@ -177,10 +161,7 @@ def run_ladder(
                     threads=threads.encoder_threads.get(rung.name, 1),
                     interpolation=config.encoder.scaler,
                     lookahead_thread=threads.x264_lookahead_thread,
-                    forward=forwarder(children[index]),
-                    # Rungs fed by the decoder convert the source's colour;
-                    # cascaded rungs get frames their parent already converted.
-                    colour=colour.scaler if parents[index] is None else None,
+                    colour=colour.scaler,
                 )
             )
         audio_encoder: AudioEncoder | None = None
@@ -211,15 +192,13 @@ def run_ladder(
         )
         audio_queue: queue.Queue[Any] = queue.Queue(maxsize=max(64, config.queue_depth * 8))
 
-        root_queues = [q for q, parent in zip(rung_queues, parents, strict=True) if parent is None]
-
         repeats = RepeatDetector() if config.encoder.reuse_still_frames else None
 
         def on_video(frame: av.VideoFrame, time_s: Fraction) -> None:
             # Runs in the decoder thread: the comparison costs ~0.13 ms on a
             # still 1080p frame, 15-30 us on one that changed (transcoder.still).
             same = repeats.same_as_previous(frame) if repeats is not None else False
-            for q in root_queues:
+            for q in rung_queues:
                 coordinator.put(q, (frame, time_s, same))
             if poster is not None:
                 poster.push(frame, time_s)
@@ -238,7 +217,7 @@ def run_ladder(
 
         def decode() -> None:
             decoder.run()
-            for q in root_queues:
+            for q in rung_queues:
                 coordinator.put(q, _END)
             coordinator.put(audio_queue, _END)
 
@@ -251,8 +230,6 @@ def run_ladder(
                 # The timeline ends with the longer stream: audio that goes on
                 # after the camera stopped is covered by the last frame, held.
                 encoder.finish(decoder.end_s, cancel=cancel)
-                for child in children[index]:
-                    coordinator.put(child, _END)
 
             return loop
 
@@ -340,14 +317,6 @@ def run_ladder(
         if isinstance(exc, av.FFmpegError):
             raise MediaError("media processing failed", context={"error": exc.strerror}) from exc
         raise
-
-
-def _decoded_size(info: SourceInfo) -> tuple[int, int]:
-    """Size of the frames the decoder hands on (after turning them upright)."""
-    v = info.video
-    if v.rotation_deg in (90, 270):
-        return v.coded_height, v.coded_width
-    return v.coded_width, v.coded_height
 
 
 def _progress(phase: str, done_s: float, total_s: float, started: float) -> Progress:
