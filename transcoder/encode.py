@@ -13,6 +13,7 @@ from fractions import Fraction
 
 import av
 from av.video.frame import PictureType
+from av.video.stream import VideoStream
 
 from .bitstream import avc_codecs_tag
 from .colour import OUTPUT_MATRIX, OUTPUT_PRIMARIES, OUTPUT_RANGE, OUTPUT_TRANSFER, ScalerColour
@@ -114,7 +115,11 @@ _HOLD_COPY_MIN_GOPS = 4
 
 
 class RungEncoder:
-    """Scales, encodes and segments one rung. One owner thread."""
+    """Scales, encodes and segments one rung. One owner thread.
+
+    Owns the x264 context and ``segmenter`` (whose muxer it feeds): call
+    :meth:`close` on every path, success or failure, from the owner thread.
+    """
 
     def __init__(
         self,
@@ -167,7 +172,8 @@ class RungEncoder:
             rung, gop_frames=self.gop_frames, preset=preset, crf=crf, lookahead_thread=lookahead_thread
         )
         cc.options = dict(self._options)
-        self.stream = stream
+        self._stream: VideoStream | None = stream
+        self._muxer_closed = False
         self._time_base = cc.time_base
         # What a still GOP must match to be spliced in (see _hold): taken from
         # this encoder's first packet and first keyframe.
@@ -188,7 +194,7 @@ class RungEncoder:
         if self._pending is not None:
             repeat = self.slots.slots_before(time_s)
             self._emit(self._pending, repeat, self._pending_same)
-        self._pending_same = same
+        self._pending_same = same or frame is self._pending
         self._pending = frame
 
     def finish(self, end_s: Fraction, *, cancel: threading.Event | None = None) -> None:
@@ -207,7 +213,31 @@ class RungEncoder:
         self._last_scaled = None
         if not flushed:
             self._encode(None)
+        self._muxer_closed = True  # even if closing fails: the muxer cannot be closed twice
         self.segmenter.close()
+
+    def close(self) -> None:
+        """Release the x264 context and the muxer; idempotent, never raises.
+
+        After :meth:`finish` the muxer is closed already; otherwise (this rung
+        or another stage failed, or the run was cancelled) it is abandoned. PyAV
+        frees a codec context, joining x264's threads, only when its last
+        reference goes: the muxer drops its own when it closes and this drops
+        the encoder's, so the threads end here and not whenever the garbage
+        collector frees a failed run's objects. Counters, :attr:`codecs` and
+        the segmenter's measurements stay readable.
+        """
+        if not self._muxer_closed:
+            self._muxer_closed = True
+            self.segmenter.abandon()
+        self._stream = None
+        self._pending = None
+        self._last_scaled = None
+
+    def _open_stream(self) -> VideoStream:
+        if self._stream is None:
+            raise MediaError("the rung's encoder is closed", context={"rung": self.rung.name})
+        return self._stream
 
     def _hold(self, source: av.VideoFrame, count: int, same: bool, cancel: threading.Event | None) -> bool:
         """Show ``source`` for ``count`` more slots; True if the encoder was flushed.
@@ -234,7 +264,7 @@ class RungEncoder:
         if copies >= _HOLD_COPY_MIN_GOPS - 1 and self._dts_delay is not None:
             picture = self._last_scaled if self._last_scaled is not None else self.scaler.scale(source)
             fps = self.rung.fps
-            like = self.stream.codec_context
+            like = self._open_stream().codec_context
             still = encode_still_gop(picture, gop, like=like, options=self._options, fps=fps)
             tail = encode_still_gop(picture, rest, like=like, options=self._options, fps=fps) if rest else None
             if self._interchangeable(still) and (rest == 0 or self._interchangeable(tail)):
@@ -268,7 +298,7 @@ class RungEncoder:
             packet.duration = p.duration
             packet.is_keyframe = p.keyframe
             packet.time_base = self._time_base
-            packet.stream = self.stream
+            packet.stream = self._open_stream()
             self.segmenter.mux(packet)
         self.frames_out += still.frames
 
@@ -299,7 +329,7 @@ class RungEncoder:
 
     def _encode(self, frame: av.VideoFrame | None) -> None:
         try:
-            packets = self.stream.encode(frame)
+            packets = self._open_stream().encode(frame)
         except av.FFmpegError as exc:
             raise MediaError(
                 "video encoding failed", context={"rung": self.rung.name, "frame": self.frames_out}
@@ -308,7 +338,7 @@ class RungEncoder:
             if self._dts_delay is None and packet.pts is not None and packet.dts is not None:
                 self._dts_delay = packet.pts - packet.dts
             if self.codecs is None and packet.is_keyframe:
-                extradata = bytes(self.stream.codec_context.extradata or b"")
+                extradata = bytes(self._open_stream().codec_context.extradata or b"")
                 self.codecs = avc_codecs_tag(extradata or bytes(packet))
                 self._parameter_sets = parameter_sets(extradata) + parameter_sets(bytes(packet))
             self.segmenter.mux(packet)
