@@ -122,11 +122,10 @@ class EncoderSettings:
 
     preset: str = "veryfast"
     crf: int = 23  # quality target; each rung's maxrate/bufsize caps it
-    scaler: str = "bicubic"  # swscale interpolation for downscales
-    # Scale small rungs from a larger rung's frames instead of the source:
-    # cheaper scaling (~1-2% of the CPU), but it cost ~0.07 dB PSNR-Y at 480p
-    # on the bench (-0.19 with vs -0.12 dB without, bench/NOTES.md). Off.
-    cascade: bool = False
+    # swscale interpolation for downscales. Every rung scales the decoded
+    # frame: scaling small rungs from a larger rung's frames saved ~1-2% of
+    # the CPU but cost ~0.07 dB PSNR-Y at 480p (bench/NOTES.md), so it went.
+    scaler: str = "bicubic"
     # A decoded frame equal to the previous one reuses each rung's last scaled
     # frame instead of being scaled again (transcoder.still). Same output bytes.
     reuse_still_frames: bool = True

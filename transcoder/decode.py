@@ -254,7 +254,6 @@ class _Graph:
         sink = self.graph.add("buffersink")
         node.link_to(sink)
         self.graph.configure()
-        self.description = ",".join(f"{n}={a}" if a else n for n, a in filters)
 
     def push(self, frame: av.VideoFrame | None) -> None:
         self.graph.push(frame)

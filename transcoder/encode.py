@@ -9,11 +9,11 @@ rungs with different frame rates share one decode.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from fractions import Fraction
 
 import av
 from av.video.frame import PictureType
+from av.video.stream import VideoStream
 
 from .bitstream import avc_codecs_tag
 from .colour import OUTPUT_MATRIX, OUTPUT_PRIMARIES, OUTPUT_RANGE, OUTPUT_TRANSFER, ScalerColour
@@ -115,7 +115,11 @@ _HOLD_COPY_MIN_GOPS = 4
 
 
 class RungEncoder:
-    """Scales, encodes and segments one rung. One owner thread."""
+    """Scales, encodes and segments one rung. One owner thread.
+
+    Owns the x264 context and ``segmenter`` (whose muxer it feeds): call
+    :meth:`close` on every path, success or failure, from the owner thread.
+    """
 
     def __init__(
         self,
@@ -128,15 +132,13 @@ class RungEncoder:
         threads: int,
         interpolation: str,
         lookahead_thread: bool = True,
-        forward: Callable[[av.VideoFrame, Fraction], None] | None = None,
         colour: ScalerColour | None = None,
     ) -> None:
         self.rung = rung
-        self.forward = forward
         self.gop_frames = ladder.gop_frames(rung)
         self.segmenter = segmenter
-        # ``colour``: how the frames this rung receives differ from BT.709
-        # limited range (None for frames forwarded by a parent rung: already converted).
+        # ``colour``: how the decoded frames differ from BT.709 limited range
+        # (None: they do not).
         self.scaler = Scaler(rung.width, rung.height, interpolation=interpolation, colour=colour)
         self.slots = CfrSlots(rung.fps)
         self.codecs: str | None = None
@@ -170,7 +172,8 @@ class RungEncoder:
             rung, gop_frames=self.gop_frames, preset=preset, crf=crf, lookahead_thread=lookahead_thread
         )
         cc.options = dict(self._options)
-        self.stream = stream
+        self._stream: VideoStream | None = stream
+        self._muxer_closed = False
         self._time_base = cc.time_base
         # What a still GOP must match to be spliced in (see _hold): taken from
         # this encoder's first packet and first keyframe.
@@ -186,8 +189,7 @@ class RungEncoder:
 
         ``same``: the frame's pictures equal the previous frame's (a still
         slide); the rung then reuses its last scaled frame instead of scaling
-        again. The very frame object pushed twice (a larger rung forwarding a
-        repeat) counts as the same.
+        again.
         """
         if self._pending is not None:
             repeat = self.slots.slots_before(time_s)
@@ -211,7 +213,31 @@ class RungEncoder:
         self._last_scaled = None
         if not flushed:
             self._encode(None)
+        self._muxer_closed = True  # even if closing fails: the muxer cannot be closed twice
         self.segmenter.close()
+
+    def close(self) -> None:
+        """Release the x264 context and the muxer; idempotent, never raises.
+
+        After :meth:`finish` the muxer is closed already; otherwise (this rung
+        or another stage failed, or the run was cancelled) it is abandoned. PyAV
+        frees a codec context, joining x264's threads, only when its last
+        reference goes: the muxer drops its own when it closes and this drops
+        the encoder's, so the threads end here and not whenever the garbage
+        collector frees a failed run's objects. Counters, :attr:`codecs` and
+        the segmenter's measurements stay readable.
+        """
+        if not self._muxer_closed:
+            self._muxer_closed = True
+            self.segmenter.abandon()
+        self._stream = None
+        self._pending = None
+        self._last_scaled = None
+
+    def _open_stream(self) -> VideoStream:
+        if self._stream is None:
+            raise MediaError("the rung's encoder is closed", context={"rung": self.rung.name})
+        return self._stream
 
     def _hold(self, source: av.VideoFrame, count: int, same: bool, cancel: threading.Event | None) -> bool:
         """Show ``source`` for ``count`` more slots; True if the encoder was flushed.
@@ -225,8 +251,7 @@ class RungEncoder:
         match falls back to encoding every slot.
         """
         gop = self.gop_frames
-        # Smaller rungs scaling from this one (cascade) need every frame.
-        if self.forward is not None or gop < 2 or count < _HOLD_COPY_MIN_GOPS * gop:
+        if gop < 2 or count < _HOLD_COPY_MIN_GOPS * gop:
             self._emit(source, count, same, cancel=cancel)
             return False
         done = min(count, (-self.frames_out) % gop)
@@ -239,7 +264,7 @@ class RungEncoder:
         if copies >= _HOLD_COPY_MIN_GOPS - 1 and self._dts_delay is not None:
             picture = self._last_scaled if self._last_scaled is not None else self.scaler.scale(source)
             fps = self.rung.fps
-            like = self.stream.codec_context
+            like = self._open_stream().codec_context
             still = encode_still_gop(picture, gop, like=like, options=self._options, fps=fps)
             tail = encode_still_gop(picture, rest, like=like, options=self._options, fps=fps) if rest else None
             if self._interchangeable(still) and (rest == 0 or self._interchangeable(tail)):
@@ -273,7 +298,7 @@ class RungEncoder:
             packet.duration = p.duration
             packet.is_keyframe = p.keyframe
             packet.time_base = self._time_base
-            packet.stream = self.stream
+            packet.stream = self._open_stream()
             self.segmenter.mux(packet)
         self.frames_out += still.frames
 
@@ -301,14 +326,10 @@ class RungEncoder:
             frame.pict_type = PictureType.I if slot % self.gop_frames == 0 else PictureType.NONE
             self._encode(frame)
             self.frames_out += 1
-            if self.forward is not None:
-                # Smaller rungs scale from this frame instead of the source:
-                # the same picture from fewer pixels. Encoding only read it.
-                self.forward(frame, Fraction(slot) / self.rung.fps)
 
     def _encode(self, frame: av.VideoFrame | None) -> None:
         try:
-            packets = self.stream.encode(frame)
+            packets = self._open_stream().encode(frame)
         except av.FFmpegError as exc:
             raise MediaError(
                 "video encoding failed", context={"rung": self.rung.name, "frame": self.frames_out}
@@ -317,37 +338,10 @@ class RungEncoder:
             if self._dts_delay is None and packet.pts is not None and packet.dts is not None:
                 self._dts_delay = packet.pts - packet.dts
             if self.codecs is None and packet.is_keyframe:
-                extradata = bytes(self.stream.codec_context.extradata or b"")
+                extradata = bytes(self._open_stream().codec_context.extradata or b"")
                 self.codecs = avc_codecs_tag(extradata or bytes(packet))
                 self._parameter_sets = parameter_sets(extradata) + parameter_sets(bytes(packet))
             self.segmenter.mux(packet)
-
-
-# A rung scales from the smallest larger rung that is at least this much
-# bigger (short side): 1080p -> 720p -> 480p and 360p. Closer sizes would
-# compound the scalers' softening for little saving.
-CASCADE_MIN_RATIO = Fraction(3, 2)
-
-
-def scaling_parents(ladder: Ladder, decoded_size: tuple[int, int]) -> list[int | None]:
-    """For each rung, the index of the rung it scales from (None: the decoder).
-
-    A rung whose frames are the decoded frames themselves (same size, no
-    scaling) is never a parent: its children take the decoded frames directly.
-    """
-    parents: list[int | None] = []
-    for i, rung in enumerate(ladder.rungs):
-        parent: int | None = None
-        short = min(rung.width, rung.height)
-        for j in range(i - 1, -1, -1):
-            candidate = ladder.rungs[j]
-            if (candidate.width, candidate.height) == decoded_size:
-                break
-            if min(candidate.width, candidate.height) >= short * CASCADE_MIN_RATIO and candidate.fps >= rung.fps:
-                parent = j
-                break
-        parents.append(parent)
-    return parents
 
 
 def rung_segment_s(ladder: Ladder, rung: Rung) -> float:
@@ -360,7 +354,6 @@ __all__ = [
     "RungEncoder",
     "frames_until",
     "rung_segment_s",
-    "scaling_parents",
     "segments_until",
     "x264_options",
 ]

@@ -144,10 +144,6 @@ class SegmentInfo:
     size_bytes: int
     iframes: tuple[IFrameInfo, ...] = ()
 
-    @property
-    def bitrate_bps(self) -> float:
-        return self.size_bytes * 8 / self.duration_s if self.duration_s > 0 else 0.0
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RenditionResult:

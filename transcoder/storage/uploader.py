@@ -230,11 +230,6 @@ class S3Sink:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def stored_keys(self) -> list[str]:
-        """Keys confirmed stored by this sink, sorted (deleted ones excluded after :meth:`abort`)."""
-        with self._cond:
-            return sorted(self._stored)
-
     def open_upload_ids(self) -> list[str]:
         """Multipart uploads this sink started and has not completed or aborted."""
         with self._cond:

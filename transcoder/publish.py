@@ -1,0 +1,184 @@
+"""From what the stages measured to what is published: rung decisions, playlists, the master.
+
+Runs in the coordinator's thread after every stage ended successfully. The
+rates, durations and codecs come from the encoded segments themselves
+(:meth:`~transcoder.segmenter.HlsSegmenter.measured_segments`); rendering is
+:mod:`transcoder.hls`'s.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Any
+
+from . import hls
+from .encode import RungEncoder
+from .models import AudioPlan, RenditionResult
+from .output import OutputSink
+from .pruning import RungDecision, RungRates, prune_ladder
+from .segmenter import HlsSegmenter
+
+
+def decide_rungs(
+    encoders: list[RungEncoder], audio_renditions: list[tuple[AudioPlan, HlsSegmenter]], *, min_saving: float
+) -> tuple[RungDecision, ...]:
+    """Which rungs to publish, from their measured rates as the master would state them."""
+    audio: dict[str, tuple[int, int]] = {}
+    for plan, segmenter in audio_renditions:
+        segments = segmenter.measured_segments()
+        audio[plan.name] = hls.peak_and_average_bps(segments, target_duration_s=_target(segments))
+    rates = []
+    for encoder in encoders:
+        segments = encoder.segmenter.measured_segments()
+        peak, average = hls.peak_and_average_bps(segments, target_duration_s=_target(segments))
+        group = encoder.rung.audio.name if encoder.rung.audio else None
+        extra_peak, extra_average = audio.get(group, (0, 0)) if group else (0, 0)
+        rates.append(
+            RungRates(
+                name=encoder.rung.name,
+                width=encoder.rung.width,
+                height=encoder.rung.height,
+                bandwidth_bps=peak + extra_peak,
+                average_bandwidth_bps=average + extra_average,
+            )
+        )
+    return prune_ladder(rates, min_saving=min_saving)
+
+
+def discard_dropped(dropped: list[RungEncoder], sink: OutputSink) -> None:
+    """Remove the segments a dropped rung already stored: nothing unpublished stays behind."""
+    files = [
+        path
+        for encoder in dropped
+        for path in _segment_files(encoder.rung.name, encoder.segmenter.measured_segments(), encoder.segmenter.init_uri)
+    ]
+    if files:
+        sink.discard(files)
+
+
+def write_playlists(
+    encoders: list[RungEncoder], audio_renditions: list[tuple[AudioPlan, HlsSegmenter]], sink: OutputSink
+) -> tuple[tuple[RenditionResult, ...], list[str]]:
+    """Put each kept rung's media and I-frame playlists and each audio playlist into ``sink``.
+
+    Returns the renditions (video first, in ladder order) and every file they
+    name or are, relative to the output root.
+    """
+    files: list[str] = []
+    results: list[RenditionResult] = []
+    for encoder in encoders:
+        segmenter = encoder.segmenter
+        segments = segmenter.measured_segments()
+        name = encoder.rung.name
+        playlist = f"{name}/index.m3u8"
+        iframes = f"{name}/iframes.m3u8"
+        sink.put(playlist, hls.render_media_playlist(segments, init_uri=segmenter.init_uri).encode())
+        sink.put(iframes, hls.render_iframe_playlist(segments, init_uri=segmenter.init_uri).encode())
+        files.extend([*_segment_files(name, segments, segmenter.init_uri), playlist, iframes])
+        results.append(_rendition(name, "video", playlist, iframes, segmenter, segments, encoder))
+    for plan, segmenter in audio_renditions:
+        segments = segmenter.measured_segments()
+        playlist = f"{plan.name}/index.m3u8"
+        sink.put(playlist, hls.render_media_playlist(segments, init_uri=segmenter.init_uri).encode())
+        files.extend([*_segment_files(plan.name, segments, segmenter.init_uri), playlist])
+        results.append(_audio_rendition(plan, playlist, segmenter, segments))
+    return tuple(results), files
+
+
+def _segment_files(name: str, segments: list[Any], init_uri: str | None) -> list[str]:
+    files = [f"{name}/{s.uri}" for s in segments]
+    if init_uri:
+        files.insert(0, f"{name}/{init_uri}")
+    return files
+
+
+def _target(segments: list[Any]) -> int:
+    return max(1, max((int(Fraction(s.duration_s) + Fraction(1, 2)) for s in segments), default=1))
+
+
+def _rendition(
+    name: str,
+    kind: str,
+    playlist: str,
+    iframes: str,
+    segmenter: HlsSegmenter,
+    segments: list[Any],
+    encoder: RungEncoder,
+) -> RenditionResult:
+    peak, average = hls.peak_and_average_bps(segments, target_duration_s=_target(segments))
+    rung = encoder.rung
+    return RenditionResult(
+        name=name,
+        kind=kind,
+        playlist_uri=playlist,
+        iframe_playlist_uri=iframes,
+        init_uri=f"{name}/{segmenter.init_uri}" if segmenter.init_uri else None,
+        codecs=encoder.codecs or "avc1.640028",
+        width=rung.width,
+        height=rung.height,
+        fps=rung.fps,
+        bitrate_kbps=rung.bitrate_kbps,
+        reused_frames=encoder.reused_frames,
+        segments=tuple(segments),
+        peak_bps=peak,
+        average_bps=average,
+        size_bytes=sum(s.size_bytes for s in segments),
+        duration_s=sum(s.duration_s for s in segments),
+        audio_group=rung.audio.name if rung.audio else None,
+    )
+
+
+def _audio_rendition(plan: AudioPlan, playlist: str, segmenter: HlsSegmenter, segments: list[Any]) -> RenditionResult:
+    peak, average = hls.peak_and_average_bps(segments, target_duration_s=_target(segments))
+    return RenditionResult(
+        name=plan.name,
+        kind="audio",
+        playlist_uri=playlist,
+        iframe_playlist_uri=None,
+        init_uri=f"{plan.name}/{segmenter.init_uri}" if segmenter.init_uri else None,
+        codecs=plan.codecs_tag,
+        width=None,
+        height=None,
+        fps=None,
+        bitrate_kbps=plan.bitrate_kbps,
+        segments=tuple(segments),
+        peak_bps=peak,
+        average_bps=average,
+        size_bytes=sum(s.size_bytes for s in segments),
+        duration_s=sum(s.duration_s for s in segments),
+    )
+
+
+def master_playlist(renditions: tuple[RenditionResult, ...]) -> str:
+    """The master playlist: each video rendition a variant with its audio group's rates added."""
+    audio = {r.name: r for r in renditions if r.kind == "audio"}
+    audio_entries = [
+        hls.AudioEntry(
+            group_id=r.name, name=r.name, uri=r.playlist_uri, default=True, channels=2, language=None, codecs=r.codecs
+        )
+        for r in audio.values()
+    ]
+    variants = []
+    for r in renditions:
+        if r.kind != "video":
+            continue
+        group = r.audio_group if r.audio_group in audio else None
+        extra_peak = audio[group].peak_bps if group else 0
+        extra_avg = audio[group].average_bps if group else 0
+        assert r.width is not None and r.height is not None and r.fps is not None
+        variants.append(
+            hls.VariantEntry(
+                uri=r.playlist_uri,
+                iframe_uri=r.iframe_playlist_uri,
+                bandwidth_bps=r.peak_bps + extra_peak,
+                average_bandwidth_bps=r.average_bps + extra_avg,
+                codecs=r.codecs,
+                width=r.width,
+                height=r.height,
+                fps=r.fps,
+                audio_group=group,
+                iframe_bandwidth_bps=hls.iframe_peak_bps(r.segments) if r.iframe_playlist_uri else None,
+                iframe_average_bandwidth_bps=hls.iframe_average_bps(r.segments) if r.iframe_playlist_uri else None,
+            )
+        )
+    return hls.render_master_playlist(variants, audio_entries)
