@@ -24,8 +24,8 @@ import av
 import pytest
 
 import transcoder
-from tests.conftest import ClipFactory
-from tests.media_damaged import make_zeroed_tail
+from tests.support.media import ClipFactory
+from tests.support.media_damaged import make_zeroed_tail
 from transcoder import (
     CancelledError,
     EncoderSettings,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.media import mp4_top_level_boxes
+from tests.support.media import mp4_top_level_boxes
 
 
 def make_zeroed_tail(path: Path, source: Path, *, from_fraction: float) -> Path:
