@@ -65,8 +65,13 @@ def _transcode(args: argparse.Namespace, storage: StorageConfig) -> dict[str, An
             if isinstance(part, S3Reader | S3Sink):
                 part.close()
                 facts[name] = dataclasses.asdict(part.stats)
-    return {**facts, **phases.marks, "output_bytes": result.output_bytes, "files": len(result.files),
-            "master": result.master_uri}
+    return {
+        **facts,
+        **phases.marks,
+        "output_bytes": result.output_bytes,
+        "files": len(result.files),
+        "master": result.master_uri,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -103,8 +103,14 @@ def filtered(frames: Iterator[av.VideoFrame], graph: av.filter.Graph | None) -> 
 
 def luma(frame: av.VideoFrame, rung: Rung, reformatter: VideoReformatter) -> npt.NDArray[np.uint8]:
     if (frame.width, frame.height, frame.format.name) != (rung.width, rung.height, "yuv420p"):
-        frame = reformatter.reformat(frame, width=rung.width, height=rung.height, format="yuv420p",
-                                     interpolation=Interpolation.BICUBIC, threads=1)
+        frame = reformatter.reformat(
+            frame,
+            width=rung.width,
+            height=rung.height,
+            format="yuv420p",
+            interpolation=Interpolation.BICUBIC,
+            threads=1,
+        )
     plane = frame.planes[0]
     rows = np.frombuffer(memoryview(plane), dtype=np.uint8).reshape(frame.height, plane.line_size)
     return rows[:, : frame.width]
@@ -112,8 +118,10 @@ def luma(frame: av.VideoFrame, rung: Rung, reformatter: VideoReformatter) -> npt
 
 def measure_psnr(plan: Plan, outputs: dict[str, Path], every: int = DEFAULT_EVERY) -> dict[str, dict[str, Any]]:
     """``{variant: {rung: {psnr_y_db, frames, sampled, missing}}}`` for the outputs' rungs."""
-    stats = {v: {r.name: {"sse": 0.0, "pixels": 0, "frames": 0, "sampled": 0, "missing": 0} for r in plan.rungs}
-             for v in outputs}
+    stats = {
+        v: {r.name: {"sse": 0.0, "pixels": 0, "frames": 0, "sampled": 0, "missing": 0} for r in plan.rungs}
+        for v in outputs
+    }
     opened: list[Any] = []
     decoders: dict[tuple[str, str], Iterator[av.VideoFrame]] = {}
     for v, out in outputs.items():

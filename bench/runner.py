@@ -60,7 +60,10 @@ def thread_cpu_s(pid: int | str = "self") -> dict[int, tuple[str, float]]:
             stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text(errors="replace")
             # The name is in parentheses and may itself hold spaces or ')'.
             fields = stat[stat.rindex(")") + 2 :].split()
-            threads[int(tid)] = (stat[stat.index("(") + 1 : stat.rindex(")")], (int(fields[11]) + int(fields[12])) / ticks)
+            threads[int(tid)] = (
+                stat[stat.index("(") + 1 : stat.rindex(")")],
+                (int(fields[11]) + int(fields[12])) / ticks,
+            )
         except (OSError, ValueError, IndexError):
             continue  # exited meanwhile
     return threads

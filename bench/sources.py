@@ -62,8 +62,10 @@ class SampleSpec:
     def __post_init__(self) -> None:
         checks = {
             f"kind must be one of {', '.join(KINDS)}": self.kind in KINDS,
-            "width and height must be even and at least 128x96": self.width >= 128 and self.height >= 96
-            and self.width % 2 == 0 and self.height % 2 == 0,
+            "width and height must be even and at least 128x96": self.width >= 128
+            and self.height >= 96
+            and self.width % 2 == 0
+            and self.height % 2 == 0,
             "fps must be in 1..240": 1 <= self.fps <= 240,
             "seconds must give at least one frame and be at most 3600": 0 < self.seconds <= 3600
             and self.frame_count >= 1,
@@ -83,7 +85,9 @@ class SampleSpec:
 def _yuv(rgb: F32) -> F32:
     """BT.709 limited-range Y'CbCr of 0..255 R'G'B' (last axis)."""
     m = np.array([[0.2126, 0.7152, 0.0722], [-0.1146, -0.3854, 0.5], [0.5, -0.4542, -0.0458]], dtype=np.float32)
-    out: F32 = rgb / np.float32(255) @ m.T * np.array([219, 224, 224], np.float32) + np.array([16, 128, 128], np.float32)
+    out: F32 = rgb / np.float32(255) @ m.T * np.array([219, 224, 224], np.float32) + np.array(
+        [16, 128, 128], np.float32
+    )
     return out
 
 
@@ -157,8 +161,12 @@ class _Picture:
     def __init__(self, spec: SampleSpec) -> None:
         self.spec, w, h = spec, spec.width, spec.height
         rng = np.random.default_rng(spec.seed)
-        self.slides = _Slides(rng, w if spec.kind in ("screen", "inset") else w * 2 // 5 // 2 * 2, h if spec.kind in
-                              ("screen", "inset") else h // 2 // 2 * 2, max(1, min(12, int(spec.seconds // SLIDE_S) + 1)))
+        self.slides = _Slides(
+            rng,
+            w if spec.kind in ("screen", "inset") else w * 2 // 5 // 2 * 2,
+            h if spec.kind in ("screen", "inset") else h // 2 // 2 * 2,
+            max(1, min(12, int(spec.seconds // SLIDE_S) + 1)),
+        )
         self.inset: _Picture | None = None
         if spec.kind in ("screen", "inset"):
             if spec.kind == "inset":
@@ -171,8 +179,15 @@ class _Picture:
         stops = np.linspace(0, 1, len(colours))
         rgb = np.stack([np.interp(hills, stops, colours[:, k]) for k in range(3)], axis=-1).astype(np.float32)
         self.land = _planes(np.minimum(rgb * (0.75 + 0.5 * hills[..., None]), 255))
-        self.discs = [(rng.uniform(0, 1, 2), rng.uniform(-0.25, 0.25, 2), _yuv(rng.uniform(40, 240, 3).astype(
-            np.float32)), max(4, h // int(rng.integers(6, 12)) // 2 * 2)) for _ in range(3)]
+        self.discs = [
+            (
+                rng.uniform(0, 1, 2),
+                rng.uniform(-0.25, 0.25, 2),
+                _yuv(rng.uniform(40, 240, 3).astype(np.float32)),
+                max(4, h // int(rng.integers(6, 12)) // 2 * 2),
+            )
+            for _ in range(3)
+        ]
         pad = 16
         self.grain = [_grain(rng, h + pad, w + pad, spec.grain) for _ in range(4)]
 
@@ -180,8 +195,11 @@ class _Picture:
         s, t = self.spec, i / self.spec.fps
         w, h = s.width, s.height
         buf = np.empty((h * 3 // 2, w), np.uint8)
-        y, u, v = buf[:h], buf[h:].reshape(-1)[: w * h // 4].reshape(h // 2, w // 2), buf[h:].reshape(-1)[
-            w * h // 4 :].reshape(h // 2, w // 2)
+        y, u, v = (
+            buf[:h],
+            buf[h:].reshape(-1)[: w * h // 4].reshape(h // 2, w // 2),
+            buf[h:].reshape(-1)[w * h // 4 :].reshape(h // 2, w // 2),
+        )
         if self.inset is not None or s.kind == "screen":
             self.slides.draw(y, u, v, 0, 0, t)
             px, py = self._pointer(t)
@@ -262,8 +280,12 @@ def _grader(kind: str, spec: SampleSpec, cube: Path) -> av.filter.Graph:
     node = graph.add_buffer(width=spec.width, height=spec.height, format="yuv420p", time_base=Fraction(1, spec.fps))
     chain = [("scale", "in_color_matrix=bt709:in_range=tv:out_color_matrix=bt709:out_range=tv")]
     if kind != "sdr10":
-        chain = [("scale", "in_color_matrix=bt709:in_range=tv"), ("format", "gbrp16le"),
-                 ("lut3d", f"file={cube}:interp=tetrahedral"), ("scale", "out_color_matrix=bt2020:out_range=tv")]
+        chain = [
+            ("scale", "in_color_matrix=bt709:in_range=tv"),
+            ("format", "gbrp16le"),
+            ("lut3d", f"file={cube}:interp=tetrahedral"),
+            ("scale", "out_color_matrix=bt2020:out_range=tv"),
+        ]
     for name, args in [*chain, ("format", "yuv420p10le"), ("buffersink", None)]:
         nxt = graph.add(name, args)
         node.link_to(nxt)
@@ -303,8 +325,11 @@ def make_sample(path: Path, spec: SampleSpec = SampleSpec()) -> Path:
                     frame.pts, frame.time_base = i, Fraction(1, spec.fps)
                 out.mux(video.encode(frame))
                 # Audio kept level with the video, so the muxer interleaves as it goes.
-                while audio is not None and samples is not None and sent < min((i + 1) * RATE // spec.fps,
-                                                                                 samples.shape[1]):
+                while (
+                    audio is not None
+                    and samples is not None
+                    and sent < min((i + 1) * RATE // spec.fps, samples.shape[1])
+                ):
                     chunk = np.ascontiguousarray(samples[:, sent : sent + 1024])
                     aframe = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo")
                     aframe.sample_rate, aframe.pts, aframe.time_base = RATE, sent, Fraction(1, RATE)

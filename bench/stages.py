@@ -106,8 +106,9 @@ def measure_stages(plan: Plan, *, cores: int | None = None, max_seconds: float |
         if plan.audio and container.streams.audio:
             streams.append(container.streams.audio[0])
             streams[1].codec_context.thread_count = 1
-            resampler = av.AudioResampler(format="fltp", layout="stereo", rate=plan.audio["sample_rate"],
-                                          frame_size=1024)
+            resampler = av.AudioResampler(
+                format="fltp", layout="stereo", rate=plan.audio["sample_rate"], frame_size=1024
+            )
             aac = av.CodecContext.create("aac", "w")
             aac.sample_rate, aac.layout, aac.format = plan.audio["sample_rate"], "stereo", "fltp"
             aac.bit_rate, aac.time_base = plan.audio["bitrate_kbps"] * 1000, Fraction(1, plan.audio["sample_rate"])
@@ -137,9 +138,13 @@ def measure_stages(plan: Plan, *, cores: int | None = None, max_seconds: float |
     measured_s = min(plan.duration_s, frames / float(plan.fps))
     x = plan.duration_s / measured_s if measured_s else 1.0
     return Stages(
-        frames=frames, measured_s=measured_s, cores=cores or available_cores(),
-        decode_cpu_s=x * max(0.0, time.thread_time() - thread0 - timed), audio_cpu_s=x * audio_s,
-        scale_cpu_s={w.rung.name: x * w.scale_s for w in rungs}, encode_cpu_s={w.rung.name: x * w.encode_s for w in rungs},
+        frames=frames,
+        measured_s=measured_s,
+        cores=cores or available_cores(),
+        decode_cpu_s=x * max(0.0, time.thread_time() - thread0 - timed),
+        audio_cpu_s=x * audio_s,
+        scale_cpu_s={w.rung.name: x * w.scale_s for w in rungs},
+        encode_cpu_s={w.rung.name: x * w.encode_s for w in rungs},
     )
 
 
@@ -154,13 +159,19 @@ def decode_frames(source: Path, *, threads: int = 1, keep: bool = True) -> list[
         return [f for f in container.decode(stream) if keep]
 
 
-def scale_frames(frames: Iterable[av.VideoFrame], rung: Rung, scaler: VideoReformatter | None = None
-                 ) -> list[av.VideoFrame]:
+def scale_frames(
+    frames: Iterable[av.VideoFrame], rung: Rung, scaler: VideoReformatter | None = None
+) -> list[av.VideoFrame]:
     """``frames`` bicubic-scaled to the rung with one reused reformatter on one thread (as they are at its size)."""
     scaler = scaler or VideoReformatter()
-    return [f if (f.width, f.height, f.format.name) == (rung.width, rung.height, "yuv420p") else
-            scaler.reformat(f, width=rung.width, height=rung.height, format="yuv420p",
-                            interpolation=Interpolation.BICUBIC, threads=1) for f in frames]
+    return [
+        f
+        if (f.width, f.height, f.format.name) == (rung.width, rung.height, "yuv420p")
+        else scaler.reformat(
+            f, width=rung.width, height=rung.height, format="yuv420p", interpolation=Interpolation.BICUBIC, threads=1
+        )
+        for f in frames
+    ]
 
 
 def encode_frames(frames: Iterable[av.VideoFrame], rung: Rung, *, threads: int = 1) -> int:

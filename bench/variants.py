@@ -96,9 +96,18 @@ def plan_of(source: Path, *, preset: str, crf: int) -> Plan:
         params = dict(p.split("=", 1) for p in x264.get("x264-params", "").split(":") if "=" in p)
         fps = Fraction(r["fps"]).limit_denominator(1001)
         gop = int(params["keyint"])
-        rungs.append(Rung(name=r["name"], width=r["width"], height=r["height"], fps=fps,
-                          bitrate_kbps=r["bitrate_kbps"], gop_frames=gop, segment_s=float(per_segment * gop / fps),
-                          x264=x264))
+        rungs.append(
+            Rung(
+                name=r["name"],
+                width=r["width"],
+                height=r["height"],
+                fps=fps,
+                bitrate_kbps=r["bitrate_kbps"],
+                gop_frames=gop,
+                segment_s=float(per_segment * gop / fps),
+                x264=x264,
+            )
+        )
     size = source.stat().st_size
     duration = float(data["source"]["duration_s"])
     describe = (
@@ -106,11 +115,21 @@ def plan_of(source: Path, *, preset: str, crf: int) -> Plan:
         f"{video['codec']} {video['pix_fmt']} {video['colour_transfer']}, {size / 1e6:.1f} MB "
         f"({size * 8 / duration / 1e6 if duration else 0:.1f} Mb/s), {'with' if ladder['audio'] else 'no'} audio"
     )
-    return Plan(source=source, preset=preset, crf=crf, duration_s=duration, width=video["display_width"],
-                height=video["display_height"], fps=Fraction(video["fps"]).limit_denominator(1001),
-                vfr=bool(video["is_vfr"]), rotated=bool(video["rotation_deg"]),
-                audio=ladder["audio"][0] if ladder["audio"] else None, rungs=tuple(rungs),
-                filters=tuple(data["filters"]), describe=describe)
+    return Plan(
+        source=source,
+        preset=preset,
+        crf=crf,
+        duration_s=duration,
+        width=video["display_width"],
+        height=video["display_height"],
+        fps=Fraction(video["fps"]).limit_denominator(1001),
+        vfr=bool(video["is_vfr"]),
+        rotated=bool(video["rotation_deg"]),
+        audio=ladder["audio"][0] if ladder["audio"] else None,
+        rungs=tuple(rungs),
+        filters=tuple(data["filters"]),
+        describe=describe,
+    )
 
 
 def find_ffmpeg(explicit: str | None = None) -> str:
@@ -151,9 +170,21 @@ def _audio(plan: Plan) -> list[str]:
 
 
 def _hls(segment_s: float, playlist: Path) -> list[str]:
-    return ["-f", "hls", "-hls_time", f"{segment_s:.6f}", "-hls_playlist_type", "vod", "-hls_list_size", "0",
-            "-hls_flags", "independent_segments", "-hls_segment_filename", str(playlist.parent / "seg_%05d.ts"),
-            str(playlist)]
+    return [
+        "-f",
+        "hls",
+        "-hls_time",
+        f"{segment_s:.6f}",
+        "-hls_playlist_type",
+        "vod",
+        "-hls_list_size",
+        "0",
+        "-hls_flags",
+        "independent_segments",
+        "-hls_segment_filename",
+        str(playlist.parent / "seg_%05d.ts"),
+        str(playlist),
+    ]
 
 
 def _ffmpeg_in(ffmpeg: str, plan: Plan) -> list[str]:
@@ -181,49 +212,79 @@ def cli_one_process(ffmpeg: str, plan: Plan, out: Path) -> list[str]:
 def cli_per_rung(ffmpeg: str, plan: Plan, out: Path) -> list[list[str]]:
     """One ffmpeg per rung (each decodes the source), one more for audio: all started at once."""
     commands = [
-        [*_ffmpeg_in(ffmpeg, plan), "-map", "0:v:0", "-vf", _chain(plan, r), "-an", "-c:v", "libx264",
-         *_x264(r, "v"), *_hls(r.segment_s, out / r.name / "index.m3u8")]
+        [
+            *_ffmpeg_in(ffmpeg, plan),
+            "-map",
+            "0:v:0",
+            "-vf",
+            _chain(plan, r),
+            "-an",
+            "-c:v",
+            "libx264",
+            *_x264(r, "v"),
+            *_hls(r.segment_s, out / r.name / "index.m3u8"),
+        ]
         for r in plan.rungs
     ]
     if plan.audio:
         playlist = out / plan.audio["name"] / "index.m3u8"
-        commands.append([*_ffmpeg_in(ffmpeg, plan), "-map", "0:a:0", "-vn", *_audio(plan),
-                         *_hls(plan.rungs[0].segment_s, playlist)])
+        commands.append(
+            [*_ffmpeg_in(ffmpeg, plan), "-map", "0:a:0", "-vn", *_audio(plan), *_hls(plan.rungs[0].segment_s, playlist)]
+        )
     return commands
 
 
 def engine(plan: Plan, source: str, out: str) -> list[str]:
-    return [sys.executable, "-m", "transcoder", source, "-o", out, "--preset", plan.preset, "--crf", str(plan.crf),
-            "--json", "-q"]
+    return [
+        sys.executable,
+        "-m",
+        "transcoder",
+        source,
+        "-o",
+        out,
+        "--preset",
+        plan.preset,
+        "--crf",
+        str(plan.crf),
+        "--json",
+        "-q",
+    ]
 
 
 def _child(*args: str) -> list[str]:
     return [sys.executable, "-m", "bench.child", *args]
 
 
-def steps_for(key: str, plan: Plan, out: Path, *, ffmpeg: str, s3: str = "", after: Path | None = None
-              ) -> list[list[list[str]]]:
-    """The steps of one run of ``key`` writing to ``out`` (steps in order, commands of a step side by side).
+def steps_for(
+    key: str, plan: Plan, out: Path, *, ffmpeg: str, s3: str = "", after: Path | None = None
+) -> list[list[list[str]]]:
+    """The steps of one run of ``key`` in ``out`` (steps in order, commands of a step side by side).
+
+    A local ladder goes to ``out/ladder``; the sequential variant works in ``out/cwd``.
 
     ``s3`` is this run's key prefix URI (the source is stored as ``<bucket root>/source.mp4``);
     ``after`` the output of the variant ``put`` uploads.
     """
-    out.mkdir(parents=True, exist_ok=True)
+    ladder = out / "ladder"
+    ladder.mkdir(parents=True, exist_ok=True)
     root = s3.rsplit("/", 2)[0] + "/source.mp4" if s3 else ""
     if key == "engine":
-        return [[engine(plan, str(plan.source), str(out))]]
+        return [[engine(plan, str(plan.source), str(ladder))]]
     if key == "cli":
-        return [[cli_one_process(ffmpeg, plan, out)]]
+        return [[cli_one_process(ffmpeg, plan, ladder)]]
     if key == "cli-rung":
         for name in plan.rendition_names:
-            (out / name).mkdir(exist_ok=True)
-        return [cli_per_rung(ffmpeg, plan, out)]
+            (ladder / name).mkdir(exist_ok=True)
+        return [cli_per_rung(ffmpeg, plan, ladder)]
     if key == "s3":
         return [[_child("transcode", root, s3, "--preset", plan.preset, "--crf", str(plan.crf))]]
     if key == "seq":
         local = out / "cwd" / "source.mp4"
-        return [[_child("get", root, str(local))], [engine(plan, str(local), str(out / "cwd" / "ladder"))],
-                [_child("put", str(out / "cwd" / "ladder"), s3)]]
+        return [
+            [_child("get", root, str(local))],
+            [engine(plan, str(local), str(out / "cwd" / "ladder"))],
+            [_child("put", str(out / "cwd" / "ladder"), s3)],
+        ]
     if key == "get":
         return [[_child("get", root, str(out / "cwd" / "source.mp4"))]]
     if key == "put":
