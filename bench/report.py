@@ -242,7 +242,7 @@ class Bench:
         }
         if m.ok and key in ("engine", "cli", "cli-rung"):
             record["bytes"] = {n: playlist_bytes(out / "ladder" / n / "index.m3u8") for n in plan.rendition_names}
-        if self.server and s3:
+        if self.server and VARIANTS[key].storage:
             prefix = s3.split("/", 3)[3]
             stored = self.server.keys(prefix)
             record["stored"] = {
