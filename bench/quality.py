@@ -144,15 +144,15 @@ def measure_psnr(plan: Plan, outputs: dict[str, Path], every: int = DEFAULT_EVER
                         n, ref = next_n[rung.name], luma(frame, rung, scalers[rung.name])
                         for v in outputs:
                             st = stats[v][rung.name]
-                            out, decoder = None, decoders.get((v, rung.name))
+                            test, decoder = None, decoders.get((v, rung.name))
                             while decoder is not None and st["frames"] <= n:
-                                if (out := next(decoder, None)) is None:
+                                if (test := next(decoder, None)) is None:
                                     break
                                 st["frames"] += 1
-                            if out is None or st["frames"] != n + 1:
+                            if test is None or st["frames"] != n + 1:
                                 st["missing"] += 1
                                 continue
-                            diff = luma(out, rung, scalers[rung.name]).astype(np.int32) - ref
+                            diff = luma(test, rung, scalers[rung.name]).astype(np.int32) - ref
                             st["sse"] += float(np.einsum("ij,ij->", diff, diff, dtype=np.int64))
                             st["pixels"] += ref.size
                             st["sampled"] += 1

@@ -305,7 +305,7 @@ def summarize(bench: Bench) -> dict[str, Any]:
 
 
 def rung_facts(bench: Bench, rows: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """PSNR and x264 settings of the first source's rungs per local variant; x264 settings differing from the engine's."""
+    """PSNR and x264 settings of the first source's rungs per local variant; x264 settings unlike the engine's."""
     plan = bench.plans[0]
     outputs = {k: p for (j, k), p in bench.last.items() if j == 0 and k in ("engine", "cli", "cli-rung")}
     psnr = measure_psnr(plan, outputs, bench.args.psnr_every) if outputs and not bench.args.no_psnr else {}
@@ -491,8 +491,8 @@ def render(
     for r in [r for r in rows.values() if r["source"]]:
         base = rows["0/" + r["variant"]]
         lines.append(
-            f"{r['variant']} on source {r['source']} against source 0: CPU "
-            f"{ratio(r['cpu_s'], base['cpu_s']):.3f}x, peak RSS {ratio(r['peak_rss_bytes'], base['peak_rss_bytes']):.3f}x"
+            f"{r['variant']} on source {r['source']} against source 0: CPU {ratio(r['cpu_s'], base['cpu_s']):.3f}x, "
+            f"peak RSS {ratio(r['peak_rss_bytes'], base['peak_rss_bytes']):.3f}x"
         )
     for name, r in rows.items():
         inner = r["inner"]

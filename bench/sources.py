@@ -85,9 +85,8 @@ class SampleSpec:
 def _yuv(rgb: F32) -> F32:
     """BT.709 limited-range Y'CbCr of 0..255 R'G'B' (last axis)."""
     m = np.array([[0.2126, 0.7152, 0.0722], [-0.1146, -0.3854, 0.5], [0.5, -0.4542, -0.0458]], dtype=np.float32)
-    out: F32 = rgb / np.float32(255) @ m.T * np.array([219, 224, 224], np.float32) + np.array(
-        [16, 128, 128], np.float32
-    )
+    scaled = rgb / np.float32(255) @ m.T * np.array([219, 224, 224], np.float32)
+    out: F32 = (scaled + np.array([16, 128, 128], np.float32)).astype(np.float32)
     return out
 
 
@@ -121,7 +120,8 @@ def _grain(rng: np.random.Generator, h: int, w: int, std: float) -> npt.NDArray[
     for _ in range(2):
         n = n[:-2] + 2 * n[1:-1] + n[2:]
         n = n[:, :-2] + 2 * n[:, 1:-1] + n[:, 2:]
-    return np.rint(n * np.float32(std / (n.std() or 1))).astype(np.int16)
+    grain: npt.NDArray[np.int16] = np.rint(n * np.float32(std / (n.std() or 1))).astype(np.int16)
+    return grain
 
 
 class _Slides:
@@ -277,7 +277,9 @@ def _grade_lut(kind: str, path: Path) -> None:
 
 def _grader(kind: str, spec: SampleSpec, cube: Path) -> av.filter.Graph:
     graph = av.filter.Graph()
-    node = graph.add_buffer(width=spec.width, height=spec.height, format="yuv420p", time_base=Fraction(1, spec.fps))
+    node = graph.add_buffer(
+        width=spec.width, height=spec.height, format=av.VideoFormat("yuv420p"), time_base=Fraction(1, spec.fps)
+    )
     chain = [("scale", "in_color_matrix=bt709:in_range=tv:out_color_matrix=bt709:out_range=tv")]
     if kind != "sdr10":
         chain = [
