@@ -1,6 +1,6 @@
 """``python -m bench.child``: the measured work of the object-storage variants, one per process.
 
-    python -m bench.child transcode SRC DEST [--preset P --crf N]   # SRC/DEST local paths or s3:// URIs
+    python -m bench.child transcode SRC DEST PRESET CRF             # SRC/DEST local paths or s3:// URIs
     python -m bench.child get s3://bucket/key FILE                  # the plain download (T_download)
     python -m bench.child put DIR s3://bucket/prefix/               # the plain upload (T_upload)
 
@@ -13,7 +13,6 @@ the first media was encoded (``startup_s``) and every rung was encoded (``encode
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -45,65 +44,39 @@ class _Phases:
             self.marks.setdefault("encoded_s", now)
 
 
-def _transcode(args: argparse.Namespace, storage: StorageConfig) -> dict[str, Any]:
-    config = TranscodeConfig(encoder=EncoderSettings(preset=args.preset, crf=args.crf))
-    client = make_client(storage) if is_s3_uri(args.source) or is_s3_uri(args.dest) else None
-    cancel = threading.Event()
-    phases = _Phases()
-    facts: dict[str, Any] = {}
+def _transcode(source: str, dest: str, preset: str, crf: int, client: Any, storage: StorageConfig) -> dict[str, Any]:
+    config = TranscodeConfig(encoder=EncoderSettings(preset=preset, crf=crf))
+    cancel, phases, facts = threading.Event(), _Phases(), {}
     # The reader and sink transcode() would make for s3:// locations, made here to read their stats.
-    source: Any = args.source
-    if client is not None and is_s3_uri(args.source):
-        source = S3Reader(client, S3Location.parse(args.source), storage, cancel=cancel)
-    dest: Any = args.dest
-    if client is not None and is_s3_uri(args.dest):
-        dest = S3Sink(client, S3Location.parse(args.dest, prefix=True), storage, cancel=cancel)
+    src: Any = S3Reader(client, S3Location.parse(source), storage, cancel=cancel) if is_s3_uri(source) else source
+    out: Any = S3Sink(client, S3Location.parse(dest, prefix=True), storage, cancel=cancel) if is_s3_uri(dest) else dest
     try:
-        result = transcode(cast(IO[bytes], source), dest, config=config, cancel=cancel, progress=phases)
+        result = transcode(cast(IO[bytes], src), out, config=config, cancel=cancel, progress=phases)
     finally:
-        for part, name in ((source, "reader"), (dest, "sink")):
+        for part, name in ((src, "reader"), (out, "sink")):
             if isinstance(part, S3Reader | S3Sink):
                 part.close()
                 facts[name] = dataclasses.asdict(part.stats)
-    return {
-        **facts,
-        **phases.marks,
-        "output_bytes": result.output_bytes,
-        "files": len(result.files),
-        "master": result.master_uri,
-    }
+    return {**facts, **phases.marks, "output_bytes": result.output_bytes, "files": len(result.files)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.child", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="work", required=True)
-    run = sub.add_parser("transcode")
-    run.add_argument("source")
-    run.add_argument("dest")
-    run.add_argument("--preset", default="veryfast")
-    run.add_argument("--crf", type=int, default=23)
-    get = sub.add_parser("get")
-    get.add_argument("source")
-    get.add_argument("dest", type=Path)
-    put = sub.add_parser("put")
-    put.add_argument("tree", type=Path)
-    put.add_argument("dest")
-    args = parser.parse_args(argv)
+    """``argv``: ``transcode SRC DEST PRESET CRF``, ``get URI FILE`` or ``put DIR URI``."""
+    work, source, dest, *options = sys.argv[1:] if argv is None else argv
     storage = StorageConfig()
-    client = make_client(storage) if args.work != "transcode" else None
+    client = make_client(storage) if work != "transcode" or is_s3_uri(source) or is_s3_uri(dest) else None
     started = time.monotonic()
-    if args.work == "transcode":
-        facts = _transcode(args, storage)
-    elif args.work == "get":
-        where = S3Location.parse(args.source)
-        assert client is not None
-        client.download_file(where.bucket, where.key, str(args.dest), Config=transfer_config(storage))
-        facts = {"source_bytes": args.dest.stat().st_size}
+    if work == "transcode":
+        facts = _transcode(source, dest, options[0], int(options[1]), client, storage)
+    elif work == "get":
+        where = S3Location.parse(source)
+        cast(Any, client).download_file(where.bucket, where.key, dest, Config=transfer_config(storage))
+        facts = {"source_bytes": Path(dest).stat().st_size}
     else:
-        files = sorted(p for p in args.tree.rglob("*") if p.is_file())
-        with S3Sink(cast(Any, client), S3Location.parse(args.dest, prefix=True), storage) as sink:
+        files = sorted(p for p in Path(source).rglob("*") if p.is_file())
+        with S3Sink(cast(Any, client), S3Location.parse(dest, prefix=True), storage) as sink:
             for path in files:
-                sink.put(path.relative_to(args.tree).as_posix(), path.read_bytes())
+                sink.put(path.relative_to(source).as_posix(), path.read_bytes())
             sink.flush()
         facts = {"files": len(files), "output_bytes": sink.stats.bytes}
     json.dump({"wall_s": time.monotonic() - started, **facts}, sys.stdout)

