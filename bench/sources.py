@@ -102,12 +102,13 @@ def _planes(rgb: F32) -> tuple[U8, U8, U8]:
 def _smooth_noise(rng: np.random.Generator, h: int, w: int) -> F32:
     """Octaves of random values on coarse grids, bilinearly upsampled and summed: hills and valleys."""
     total = np.zeros((h, w), np.float32)
-    for cells in (3, 6, 12, 24, 48, 96):
+    for cells in (3, 6, 12, 24, 48, 96, 192, 384):
         grid = rng.standard_normal((cells + 1, cells * w // h + 2)).astype(np.float32)
         ys = np.linspace(0, cells, h, endpoint=False, dtype=np.float32)
         xs = np.linspace(0, cells * w / h, w, endpoint=False, dtype=np.float32)
         y0, x0 = ys.astype(int), xs.astype(int)
         fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
+        fy, fx = fy * fy * (3 - 2 * fy), fx * fx * (3 - 2 * fx)  # smoothstep: no creases along the grid
         top = grid[y0][:, x0] * (1 - fx) + grid[y0][:, x0 + 1] * fx
         bottom = grid[y0 + 1][:, x0] * (1 - fx) + grid[y0 + 1][:, x0 + 1] * fx
         total += (top * (1 - fy) + bottom * fy) / np.float32(cells**0.8)
@@ -178,7 +179,9 @@ class _Picture:
         colours = np.array([(30, 60, 120), (190, 175, 130), (70, 130, 60), (40, 90, 40), (130, 120, 110), (245,) * 3])
         stops = np.linspace(0, 1, len(colours))
         rgb = np.stack([np.interp(hills, stops, colours[:, k]) for k in range(3)], axis=-1).astype(np.float32)
-        self.land = _planes(np.minimum(rgb * (0.75 + 0.5 * hills[..., None]), 255))
+        gy, gx = np.gradient(hills)  # hill shading, lit from the upper left: the relief's fine detail
+        shade = np.clip(0.9 - (gx + gy) * np.float32(0.25 * h), 0.4, 1.4)[..., None]
+        self.land = _planes(np.minimum(rgb * shade, 255))
         self.discs = [
             (
                 rng.uniform(0, 1, 2),
@@ -212,11 +215,18 @@ class _Picture:
                 u[y0 // 2 : (y0 + ih) // 2, x0 // 2 : (x0 + iw) // 2] = chroma[0]
                 v[y0 // 2 : (y0 + ih) // 2, x0 // 2 : (x0 + iw) // 2] = chroma[1]
             return buf
-        # The landscape through a window panning over it (whole even pixels: no resampling).
-        x0 = int((w - 2) * (0.5 + 0.5 * np.sin(t / 7.0))) // 2 * 2
-        y0 = int((h - 2) * (0.5 + 0.5 * np.sin(t / 5.0 + 1))) // 2 * 2
-        for dst, src, k in zip((y, u, v), self.land, (1, 2, 2), strict=True):
-            dst[:] = src[y0 // k : y0 // k + h // k, x0 // k : x0 // k + w // k]
+        # The landscape through a window that pans and slowly zooms: resampled every frame, as a camera
+        # move is (a whole-pixel pan would be predicted exactly and leave the encoder too little to do).
+        zoom = 1.2 + 0.15 * np.sin(t / 6.0)
+        cw, ch = int(w * zoom) // 4 * 4, int(h * zoom) // 4 * 4
+        x0 = int((2 * w - cw - 2) * (0.5 + 0.5 * np.sin(t / 7.0))) // 2 * 2
+        y0 = int((2 * h - ch - 2) * (0.5 + 0.5 * np.sin(t / 5.0 + 1))) // 2 * 2
+        crop = [
+            src[y0 // k : (y0 + ch) // k, x0 // k : (x0 + cw) // k].reshape(-1, cw)
+            for src, k in zip(self.land, (1, 2, 2), strict=True)
+        ]
+        window = av.VideoFrame.from_ndarray(np.concatenate(crop), format="yuv420p")
+        buf[:] = window.reformat(width=w, height=h, interpolation="BILINEAR").to_ndarray()
         for start, speed, colour, size in self.discs:
             pos = np.abs((start + speed * t) % 2 - 1)  # bouncing between the edges
             dx, dy = int(pos[0] * (w - size)) // 2 * 2, int(pos[1] * (h - size)) // 2 * 2
