@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -34,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from typing import Any
 import psutil
 
 from .quality import DEFAULT_EVERY, measure_psnr, playlist_bytes, x264_settings
-from .runner import run_steps
+from .runner import run_steps, thread_groups
 from .sources import KINDS, PRESETS, SampleSpec, make_sample
 from .stages import Stages, available_cores, measure_stages
 from .storage import CREDENTIALS, Link, Server, s3_server
@@ -126,8 +127,8 @@ def looped(ffmpeg: str, short: Plan, seconds: float, cache: Path) -> Path:
 
 
 def generated(cache: Path, spec: SampleSpec) -> Path:
-    """The bench's own sample for ``spec``, made once; the generator's size in the name marks its version."""
-    version = Path(__file__).with_name("sources.py").stat().st_size
+    """The bench's own sample for ``spec``, made once; a hash of the generator in the name marks its version."""
+    version = hashlib.sha256(Path(__file__).with_name("sources.py").read_bytes()).hexdigest()[:8]
     path = cache / f"{spec.kind}-{spec.width}x{spec.height}-{spec.fps}fps-{spec.seconds:g}s-g{version}.mp4"
     if not path.exists():
         log(f"making {path} ...")
@@ -248,7 +249,7 @@ def summarize(bench: Bench) -> dict[str, Any]:
         for key in bench.args.variants:
             mine = [r for r in bench.records if r["source"] == j and r["variant"] == key]
             good = [r for r in mine if r["ok"]]
-            threads = {n for r in good for n in r["thread_cpu_s"]}
+            names = {n for r in good for n in r["thread_cpu_s"]}  # thread_groups: sorted, largest first
             rows[f"{j}/{key}"] = {
                 "source": j,
                 "variant": key,
@@ -261,11 +262,8 @@ def summarize(bench: Bench) -> dict[str, Any]:
                 "peak_rss_bytes": max((r["peak_rss_bytes"] for r in good), default=0),
                 "peak_scratch_bytes": max((r["peak_scratch_bytes"] for r in good), default=0),
                 "realtime_x": ratio(plan.duration_s, median([r["wall_s"] for r in good])),
-                "thread_cpu_s": dict(
-                    sorted(
-                        ((n, median([r["thread_cpu_s"].get(n, 0.0) for r in good])) for n in threads),
-                        key=lambda item: -item[1],
-                    )
+                "thread_cpu_s": thread_groups(
+                    (n, median([r["thread_cpu_s"].get(n, 0.0) for r in good])) for n in names
                 ),
                 "bytes": good[-1].get("bytes", {}) if good else {},
                 "inner": good[-1]["inner"] if good else {},
@@ -456,10 +454,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.variants = [ALIASES.get(v.strip(), v.strip()) for v in args.variants.split(",") if v.strip()]
     kinds = [k.strip() for k in args.kind.split(",")]
     for bad, message in (
-        (
-            not args.variants or any(v not in VARIANTS for v in args.variants),
-            f"--variants: a subset of {list(VARIANTS)}",
-        ),
+        (not args.variants or any(v not in VARIANTS for v in args.variants), f"--variants: among {list(VARIANTS)}"),
         (len(set(args.variants)) != len(args.variants), "--variants names a variant twice"),
         (any(k not in KINDS for k in kinds), f"--kind: among {', '.join(KINDS)}"),
         ("put" in args.variants and "engine" not in args.variants, "put uploads the engine's ladder: add engine"),
@@ -485,12 +480,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         ffmpeg = find_ffmpeg(args.ffmpeg)
         cache = out / "sources" if args.smoke else args.cache.resolve()
+        spec = SampleSpec(width=args.width, height=args.height, fps=args.fps, seconds=args.seconds or 60.0)
         sources = [s.resolve() for s in args.source or []] or [
-            generated(
-                cache,
-                SampleSpec(width=args.width, height=args.height, fps=args.fps, kind=kind, seconds=args.seconds or 60.0),
-            )
-            for kind in args.kinds
+            generated(cache, replace(spec, kind=k)) for k in args.kinds
         ]
         plans = [plan_of(s, preset=args.preset, crf=args.crf) for s in sources]
         if args.long:
@@ -520,11 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = {
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "argv": sys.argv,
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": available_cores(),
-            "python": platform.python_version(),
-        },
+        "machine": f"{platform.platform()}, Python {platform.python_version()}, {available_cores()} cores",
         "sources": [{"path": str(p.source), "description": p.describe} for p in plans],
         "ladder": [{**asdict(r), "fps": str(r.fps)} for r in plans[0].rungs],
         "variants": rows,

@@ -162,14 +162,10 @@ class _Picture:
     def __init__(self, spec: SampleSpec) -> None:
         self.spec, w, h = spec, spec.width, spec.height
         rng = np.random.default_rng(spec.seed)
-        self.slides = _Slides(
-            rng,
-            w if spec.kind in ("screen", "inset") else w * 2 // 5 // 2 * 2,
-            h if spec.kind in ("screen", "inset") else h // 2 // 2 * 2,
-            max(1, min(12, int(spec.seconds // SLIDE_S) + 1)),
-        )
+        screen, count = spec.kind in ("screen", "inset"), max(1, min(12, int(spec.seconds // SLIDE_S) + 1))
+        self.slides = _Slides(rng, w if screen else w * 2 // 5 // 2 * 2, h if screen else h // 4 * 2, count)
         self.inset: _Picture | None = None
-        if spec.kind in ("screen", "inset"):
+        if screen:
             if spec.kind == "inset":
                 small = replace(spec, kind="scene", width=max(128, w // 5 // 2 * 2), height=max(96, h // 5 // 2 * 2))
                 self.inset = _Picture(small)
@@ -182,15 +178,13 @@ class _Picture:
         gy, gx = np.gradient(hills)  # hill shading, lit from the upper left: the relief's fine detail
         shade = np.clip(0.9 - (gx + gy) * np.float32(0.25 * h), 0.4, 1.4)[..., None]
         self.land = _planes(np.minimum(rgb * shade, 255))
-        self.discs = [
-            (
-                rng.uniform(0, 1, 2),
-                rng.uniform(-0.25, 0.25, 2),
+        self.discs = []  # (start, speed, colour, size), in fractions of the frame per second
+        for _ in range(3):
+            colour, size = (
                 _yuv(rng.uniform(40, 240, 3).astype(np.float32)),
                 max(4, h // int(rng.integers(6, 12)) // 2 * 2),
             )
-            for _ in range(3)
-        ]
+            self.discs.append((rng.uniform(0, 1, 2), rng.uniform(-0.25, 0.25, 2), colour, size))
         pad = 16
         self.grain = [_grain(rng, h + pad, w + pad, spec.grain) for _ in range(4)]
 
@@ -198,11 +192,7 @@ class _Picture:
         s, t = self.spec, i / self.spec.fps
         w, h = s.width, s.height
         buf = np.empty((h * 3 // 2, w), np.uint8)
-        y, u, v = (
-            buf[:h],
-            buf[h:].reshape(-1)[: w * h // 4].reshape(h // 2, w // 2),
-            buf[h:].reshape(-1)[w * h // 4 :].reshape(h // 2, w // 2),
-        )
+        y, (u, v) = buf[:h], buf[h:].reshape(2, h // 2, w // 2)
         if self.inset is not None or s.kind == "screen":
             self.slides.draw(y, u, v, 0, 0, t)
             px, py = self._pointer(t)
