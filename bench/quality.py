@@ -1,37 +1,21 @@
-"""Bytes and Y-PSNR per rung, against the source scaled to the rung's size.
+"""Bytes, x264 settings and Y-PSNR per rung, the same way for every variant.
 
-Method (the same for every variant, so their numbers compare):
-
-* The reference for a rung is the source frame (after the engine's own
-  deinterlace/rotation filters, if any) scaled to the rung's size with the
-  engine's scaler: swscale bicubic to yuv420p (``VideoReformatter``), or the
-  frame itself for a rung of the source's size.
-* The test frame is the rung's output decoded through its media playlist
-  (``<out>/<rung>/index.m3u8``, FFmpeg's hls demuxer), in output order.
-  Output frame ``n`` of a rung at ``fps_r`` shows source frame
-  ``ceil(n * fps_src / fps_r - 1/2)`` (nearest in time, ties to the earlier:
-  the engine's ``CfrSlots`` rule); for a rung at the source's rate that is
-  frame ``n``.
-* Every ``every``-th output frame is compared (``n = 0, every, 2*every ...``),
-  the same frames for every variant. The default 7 is coprime to the usual
-  GOP lengths (48, 50, 60 frames), so picture types are sampled in proportion.
-* PSNR is over luma only, 8-bit, from the **global** MSE of all sampled frames:
-  ``10 log10(255^2 / mean(MSE))``, as FFmpeg's psnr filter reports its
-  "average". (A mean of per-frame PSNRs would weigh easy frames more.)
-
-All variants are decoded in lockstep with one decode of the source, so memory
-stays at a few frames whatever the length.
-
-Bytes per rung: the sum of the files its media playlist lists (and its init
-segment for fMP4); audio is its own rendition, counted separately.
+* Reference: the source frame (after the engine's filters before scaling) scaled to the rung
+  with the engine's scaler (swscale bicubic to yuv420p), or the frame itself at the source size.
+* Test: the rung decoded through its media playlist (``<out>/<rung>/index.m3u8``). Output
+  frame ``n`` of a rung at ``fps_r`` shows source frame ``ceil(n * fps_src / fps_r - 1/2)``
+  (nearest in time, ties to the earlier: the engine's rule).
+* Every ``every``-th output frame, the same for every variant (7 is coprime to GOPs of 48, 50
+  and 60 frames, so picture types are sampled in proportion); PSNR from the global MSE of the
+  sampled frames, as FFmpeg's psnr filter's "average". Every output is decoded in lockstep with
+  one decode of the source, so memory stays at a few frames.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -41,227 +25,138 @@ import av.filter
 import numpy as np
 import numpy.typing as npt
 from av.video.reformatter import Interpolation, VideoReformatter
-from av.video.stream import VideoStream
 
-from .ffmpeg_cli import LadderSettings, RungPlan
-from .stages import pre_filter_graph
+from .variants import Plan, Rung
 
-__all__ = [
-    "DEFAULT_EVERY",
-    "RungQuality",
-    "measure_quality",
-    "playlist_bytes",
-    "source_index",
-    "x264_settings",
-]
+__all__ = ["DEFAULT_EVERY", "filter_graph", "measure_psnr", "playlist_bytes", "source_index", "x264_settings"]
 
 DEFAULT_EVERY = 7
-_MAP = re.compile(r'#EXT-X-MAP:.*URI="([^"]+)"')
-_X264_TAG = b"x264 - core "
-
-
-@dataclass(slots=True)
-class RungQuality:
-    """Luma PSNR of one rung of one variant."""
-
-    frames: int = 0  # frames decoded from the rung's output
-    sampled: int = 0  # frames compared
-    sse: float = 0.0  # sum of squared luma errors over the compared frames
-    pixels: int = 0  # luma samples compared
-    missing: int = 0  # sampled frames the output did not have
-
-    @property
-    def mse(self) -> float:
-        return self.sse / self.pixels if self.pixels else math.nan
-
-    @property
-    def psnr_y_db(self) -> float:
-        mse = self.mse
-        if math.isnan(mse):
-            return math.nan
-        return 100.0 if mse <= 1e-10 else 10 * math.log10(255.0**2 / mse)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "psnr_y_db": round(self.psnr_y_db, 4),
-            "mse_y": round(self.mse, 5),
-            "frames": self.frames,
-            "sampled": self.sampled,
-            "missing": self.missing,
-        }
 
 
 def playlist_files(playlist: Path) -> list[Path]:
-    """The media files a media playlist lists (init segment first)."""
-    files: list[Path] = []
-    for line in playlist.read_text().splitlines():
-        line = line.strip()
-        if match := _MAP.match(line):
-            files.append(playlist.parent / match.group(1))
-        elif line and not line.startswith("#"):
-            files.append(playlist.parent / line)
-    return files
+    """The media files a media playlist lists (MPEG-TS segments: every variant here writes TS)."""
+    return [playlist.parent / line for line in playlist.read_text().splitlines() if line and not line.startswith("#")]
 
 
 def playlist_bytes(playlist: Path) -> int:
-    """Bytes of the files ``playlist`` lists."""
-    return sum(f.stat().st_size for f in playlist_files(playlist))
+    return sum(f.stat().st_size for f in playlist_files(playlist)) if playlist.exists() else 0
 
 
 def x264_settings(playlist: Path) -> str | None:
     """x264's settings string (its SEI: "x264 - core N ... options: ...") from the first segment."""
-    files = playlist_files(playlist)
+    files = playlist_files(playlist) if playlist.exists() else []
     if not files:
         return None
     with av.open(str(files[0])) as container:
         for packet in container.demux(video=0):
             data = bytes(packet)
-            start = data.find(_X264_TAG)
-            if start < 0:
-                continue
-            end = data.find(b"\x00", start)
-            text = data[start : end if end > 0 else len(data)]
-            return text.decode("ascii", "replace")
+            if (start := data.find(b"x264 - core ")) >= 0:
+                end = data.find(b"\x00", start)
+                return data[start : end if end > 0 else len(data)].decode("ascii", "replace")
     return None
 
 
 def source_index(n: int, source_fps: Fraction, rung_fps: Fraction) -> int:
     """The source frame that output frame ``n`` of a ``rung_fps`` rung shows."""
-    if source_fps == rung_fps:
-        return n
-    return math.ceil(Fraction(n) * source_fps / rung_fps - Fraction(1, 2))
+    return n if source_fps == rung_fps else math.ceil(Fraction(n) * source_fps / rung_fps - Fraction(1, 2))
 
 
-def _luma(frame: av.VideoFrame) -> npt.NDArray[np.uint8]:
+def filter_graph(stream: Any, filters: tuple[str, ...], threads: int | None = None) -> av.filter.Graph | None:
+    """``buffer -> filters -> buffersink`` for ``stream``, configured; None without filters."""
+    if not filters:
+        return None
+    graph = av.filter.Graph()
+    if threads is not None:
+        graph.threads = threads
+    node = graph.add_buffer(template=stream)
+    for spec in filters:
+        name, _, args = spec.partition("=")
+        nxt = graph.add(name, args or None)
+        node.link_to(nxt)
+        node = nxt
+    node.link_to(graph.add("buffersink"))
+    graph.configure()
+    return graph
+
+
+def filtered(frames: Iterator[av.VideoFrame], graph: av.filter.Graph | None) -> Iterator[av.VideoFrame]:
+    """``frames`` through ``graph`` (flushed at the end)."""
+    if graph is None:
+        yield from frames
+        return
+    for frame in itertools.chain(frames, [None]):
+        graph.vpush(frame)
+        while True:
+            try:
+                yield graph.vpull()
+            except (av.BlockingIOError, av.EOFError):
+                break
+
+
+def luma(frame: av.VideoFrame, rung: Rung, reformatter: VideoReformatter) -> npt.NDArray[np.uint8]:
+    if (frame.width, frame.height, frame.format.name) != (rung.width, rung.height, "yuv420p"):
+        frame = reformatter.reformat(
+            frame,
+            width=rung.width,
+            height=rung.height,
+            format="yuv420p",
+            interpolation=Interpolation.BICUBIC,
+            threads=1,
+        )
     plane = frame.planes[0]
-    rows: npt.NDArray[np.uint8] = np.frombuffer(memoryview(plane), dtype=np.uint8)
-    return rows.reshape(frame.height, plane.line_size)[:, : frame.width]
+    rows = np.frombuffer(memoryview(plane), dtype=np.uint8).reshape(frame.height, plane.line_size)
+    return rows[:, : frame.width]
 
 
-def _sse(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> float:
-    diff = a.astype(np.int32) - b.astype(np.int32)
-    return float(np.einsum("ij,ij->", diff, diff, dtype=np.int64))
-
-
-class _Output:
-    """The decoded frames of one rung of one variant, taken in order."""
-
-    def __init__(self, playlist: Path, quality: RungQuality) -> None:
-        self.quality = quality
-        self.container: Any = av.open(str(playlist)) if playlist.exists() else None
-        self._frames: Iterator[av.VideoFrame] = iter(())
-        if self.container is not None:
-            stream = self.container.streams.video[0]
-            stream.thread_type = "AUTO"
-            self._frames = self.container.decode(stream)
-        self.index = -1
-
-    def frame(self, n: int) -> av.VideoFrame | None:
-        """Output frame ``n`` (frames before it are decoded and dropped)."""
-        current: av.VideoFrame | None = None
-        while self.index < n:
-            current = next(self._frames, None)
-            if current is None:
-                return None
-            self.index += 1
-            self.quality.frames += 1
-        return current
-
-    def drain(self) -> None:
-        for _ in self._frames:
-            self.quality.frames += 1
-        if self.container is not None:
-            self.container.close()
-
-
-class _Reference:
-    """Scales a source frame to a rung's size, the engine's way."""
-
-    def __init__(self, rung: RungPlan) -> None:
-        self.rung = rung
-        self.reformatter = VideoReformatter()
-
-    def luma(self, frame: av.VideoFrame) -> npt.NDArray[np.uint8]:
-        if (frame.width, frame.height, frame.format.name) != (self.rung.width, self.rung.height, "yuv420p"):
-            frame = self.reformatter.reformat(
-                frame,
-                width=self.rung.width,
-                height=self.rung.height,
-                format="yuv420p",
-                interpolation=Interpolation.BICUBIC,
-                threads=1,
-            )
-        return _luma(frame)
-
-
-def _source_frames(settings: LadderSettings) -> Iterator[av.VideoFrame]:
-    with av.open(str(settings.source)) as container:
-        stream = container.streams[settings.info.video.index]
-        assert isinstance(stream, VideoStream)
-        stream.thread_type = "AUTO"
-        graph = pre_filter_graph(stream, settings.pre_filters)
-        for frame in container.decode(stream):
-            assert isinstance(frame, av.VideoFrame)
-            if graph is None:
-                yield frame
-                continue
-            graph.vpush(frame)
-            yield from _drain(graph)
-        if graph is not None:
-            graph.vpush(None)
-            yield from _drain(graph)
-
-
-def _drain(graph: av.filter.Graph) -> Iterator[av.VideoFrame]:
-    while True:
-        try:
-            yield graph.vpull()
-        except (av.BlockingIOError, av.EOFError):
-            return
-
-
-def measure_quality(
-    settings: LadderSettings, outputs: dict[str, Path], *, every: int = DEFAULT_EVERY
-) -> dict[str, dict[str, RungQuality]]:
-    """Y-PSNR of every rung of every variant (``outputs``: variant -> output directory).
-
-    Returns ``{variant: {rung: RungQuality}}``. A rung whose playlist is
-    missing gets no frames (NaN PSNR) rather than an exception.
-    """
-    if every < 1:
-        raise ValueError("every must be >= 1")
-    results = {v: {r.name: RungQuality() for r in settings.rungs} for v in outputs}
-    src_fps = Fraction(settings.info.video.fps)
-    decoders = {
-        (v, r.name): _Output(out / r.name / "index.m3u8", results[v][r.name])
-        for v, out in outputs.items()
-        for r in settings.rungs
+def measure_psnr(plan: Plan, outputs: dict[str, Path], every: int = DEFAULT_EVERY) -> dict[str, dict[str, Any]]:
+    """``{variant: {rung: {psnr_y_db, frames, sampled, missing}}}`` for the outputs' rungs."""
+    stats = {
+        v: {r.name: {"sse": 0.0, "pixels": 0, "frames": 0, "sampled": 0, "missing": 0} for r in plan.rungs}
+        for v in outputs
     }
-    refs = {r.name: _Reference(r) for r in settings.rungs}
-    # Per rung: the next sampled output frame and the source frame it shows.
-    next_n = {r.name: 0 for r in settings.rungs}
+    opened: list[Any] = []
+    decoders: dict[tuple[str, str], Iterator[av.VideoFrame]] = {}
+    for v, out in outputs.items():
+        for r in plan.rungs:
+            playlist = out / r.name / "index.m3u8"
+            if playlist.exists():
+                opened.append(av.open(str(playlist)))
+                opened[-1].streams.video[0].thread_type = "AUTO"
+                decoders[(v, r.name)] = opened[-1].decode(video=0)
+    scalers = {r.name: VideoReformatter() for r in plan.rungs}
+    next_n = {r.name: 0 for r in plan.rungs}
     try:
-        for s_index, frame in enumerate(_source_frames(settings)):
-            for rung in settings.rungs:
-                while source_index(next_n[rung.name], src_fps, rung.fps) == s_index:
-                    n = next_n[rung.name]
-                    ref = refs[rung.name].luma(frame)
-                    for variant in outputs:
-                        quality = results[variant][rung.name]
-                        out = decoders[(variant, rung.name)].frame(n)
-                        if out is None:
-                            quality.missing += 1
-                            continue
-                        if (out.width, out.height) != (rung.width, rung.height):
-                            raise ValueError(
-                                f"{variant} {rung.name}: output is {out.width}x{out.height}, "
-                                f"expected {rung.width}x{rung.height}"
-                            )
-                        quality.sse += _sse(_luma(out), ref)
-                        quality.pixels += ref.size
-                        quality.sampled += 1
-                    next_n[rung.name] = n + every
+        with av.open(str(plan.source)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            frames = filtered(container.decode(stream), filter_graph(stream, plan.filters))
+            for s_index, frame in enumerate(frames):
+                for rung in plan.rungs:
+                    while source_index(next_n[rung.name], plan.fps, rung.fps) == s_index:
+                        n, ref = next_n[rung.name], luma(frame, rung, scalers[rung.name])
+                        for v in outputs:
+                            st = stats[v][rung.name]
+                            test, decoder = None, decoders.get((v, rung.name))
+                            while decoder is not None and st["frames"] <= n:
+                                if (test := next(decoder, None)) is None:
+                                    break
+                                st["frames"] += 1
+                            if test is None or st["frames"] != n + 1:
+                                st["missing"] += 1
+                                continue
+                            diff = luma(test, rung, scalers[rung.name]).astype(np.int32) - ref
+                            st["sse"] += float(np.einsum("ij,ij->", diff, diff, dtype=np.int64))
+                            st["pixels"] += ref.size
+                            st["sampled"] += 1
+                        next_n[rung.name] = n + every
+        for (v, name), frames_left in decoders.items():
+            stats[v][name]["frames"] += sum(1 for _ in frames_left)
     finally:
-        for decoder in decoders.values():
-            decoder.drain()
-    return results
+        for container in opened:
+            container.close()
+    for per_rung in stats.values():
+        for st in per_rung.values():
+            mse = st.pop("sse") / st["pixels"] if st["pixels"] else math.nan
+            st.pop("pixels")
+            st["psnr_y_db"] = math.nan if math.isnan(mse) else 100.0 if mse < 1e-10 else 10 * math.log10(255**2 / mse)
+    return stats
