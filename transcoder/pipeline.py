@@ -34,7 +34,7 @@ from .config import TranscodeConfig
 from .decode import Decoder
 from .encode import RungEncoder, frames_until, rung_segment_s, scaling_parents, segments_until
 from .errors import CancelledError, MediaError, TranscodeError
-from .models import AudioPlan, Ladder, Progress, RenditionResult, SourceInfo
+from .models import AudioPlan, Ladder, LoudnessResult, Progress, RenditionResult, SourceInfo
 from .output import OutputSink
 from .poster import PosterPicker
 from .probe import Source
@@ -425,7 +425,7 @@ def _write_playlists(
             playlist = f"{plan.name}/index.m3u8"
             sink.put(playlist, hls.render_media_playlist(segments, init_uri=segmenter.init_uri).encode())
             files.extend([*_segment_files(plan.name, segments, segmenter.init_uri), playlist])
-            results.append(_audio_rendition(plan, playlist, segmenter, segments))
+            results.append(_audio_rendition(plan, playlist, segmenter, segments, audio_encoder.loudness))
     return tuple(results), files
 
 
@@ -472,7 +472,9 @@ def _rendition(
     )
 
 
-def _audio_rendition(plan: AudioPlan, playlist: str, segmenter: HlsSegmenter, segments: list[Any]) -> RenditionResult:
+def _audio_rendition(
+    plan: AudioPlan, playlist: str, segmenter: HlsSegmenter, segments: list[Any], loudness: LoudnessResult | None
+) -> RenditionResult:
     peak, average = hls.peak_and_average_bps(segments, target_duration_s=_target(segments))
     return RenditionResult(
         name=plan.name,
@@ -490,6 +492,7 @@ def _audio_rendition(plan: AudioPlan, playlist: str, segmenter: HlsSegmenter, se
         average_bps=average,
         size_bytes=sum(s.size_bytes for s in segments),
         duration_s=sum(s.duration_s for s in segments),
+        loudness=loudness,
     )
 
 
