@@ -119,6 +119,7 @@ def make_speech_clip(
     seconds: float = 5.0,
     channels: int = 2,
     seed: int = 0,
+    clicks: bool = False,
     width: int = 128,
     height: int = 72,
     fps: int = 10,
@@ -126,16 +127,24 @@ def make_speech_clip(
     """A clip of ``seconds`` of tiny video and speech-like AAC audio at ``lufs``.
 
     ``lufs`` is the integrated loudness of the audio before AAC encoding, as
-    ebur128 measures it; None makes the audio digital silence. Measure the
+    ebur128 measures it; None makes the audio digital silence. ``clicks``
+    adds a one-sample click every 0.37 s, 12 dB above the speech's peaks (a
+    crest factor no gain can pass without a limiter). Measure the
     written file with :func:`measure` where the exact value matters (AAC moves
-    it by a few hundredths of a LU). Raises ValueError if that loudness would
+    it by a few hundredths of a LU). Clips under 4 s are cut from a 4 s signal
+    at that loudness. Raises ValueError if that loudness would
     need peaks above -1 dBFS.
     """
     samples = np.zeros((channels, round(seconds * RATE)), dtype=np.float32)
     if lufs is not None:
-        speech = speech_like(seconds, channels=channels, seed=seed)
+        # Levelled on at least 4 s, then cut: a clip shorter than a 400 ms
+        # block has no loudness of its own.
+        speech = speech_like(max(seconds, 4.0), channels=channels, seed=seed)
+        if clicks:
+            speech = speech * np.float32(10 ** (-12 / 20))
+            speech[:, 9000 :: round(0.37 * RATE)] = 0.5 * (-1) ** np.arange(speech[0, 9000 :: round(0.37 * RATE)].size)
         gain = 10 ** ((lufs - measure_samples(speech).integrated_lufs) / 20)
-        samples = (speech * gain).astype(np.float32)
+        samples = (speech * gain).astype(np.float32)[:, : samples.shape[1]]
         if np.abs(samples).max() > 10 ** (-1 / 20):
             raise ValueError(f"{lufs} LUFS needs peaks above -1 dBFS")
     _write(path, samples, width=width, height=height, fps=fps)

@@ -7,10 +7,13 @@ is only known at its end, and the source is read once, so the gain follows a
 *window*: the gated loudness of the last ``_HISTORY_S`` seconds plus
 ``_LOOKAHEAD_S`` seconds ahead (the audio is delayed by that much). On speech
 of a steady level this is the programme's loudness; a lecture whose level
-drifts (a microphone moved) is followed within tens of seconds. The gain moves
-at most ``_SLEW_DB`` per 100 ms, is held while the window holds nothing above
-the absolute gate (silence stays silence; no gain explosion) and is bounded
-to [``MIN_GAIN_DB``, ``MAX_GAIN_DB``].
+drifts (a microphone moved) is followed within ``_HISTORY_S`` seconds (the
+relative gate hides a drop of more than 10 LU until the louder blocks have
+left the window). The gain moves at most ``_SLEW_DB`` per 100 ms and is
+bounded to [``MIN_GAIN_DB``, ``MAX_GAIN_DB``]. It is held while the window
+holds nothing above the absolute gate (silence stays silence) or only sound
+``_PAUSE_LU`` below the level the gain was set for (a pause in the lecture:
+the room's noise is not pumped up to speech level).
 
 A look-ahead limiter then keeps the 4x-oversampled (true) peak under the
 ceiling: the gain needed by every sample is spread by a minimum over
@@ -49,7 +52,11 @@ _ABSOLUTE_GATE_LUFS = -70.0
 _RELATIVE_GATE_LU = -10.0
 _BLOCK_HOPS = 4  # a 400 ms block is four 100 ms hops
 _LOOKAHEAD_S = 3.0
-_HISTORY_S = 30.0
+_HISTORY_S = 10.0
+_PAUSE_LU = 20.0
+# The last blocks of speech leaving the window (a phrase's fading end) say
+# little about its level: the gain moves only on at least 2 s of them.
+_MIN_BLOCKS = 20
 _SLEW_DB = 1.0  # per hop: silence to speech within 2 s, inside the look-ahead
 _LIMITER_S = 0.02
 _TP_TAPS = 12  # per phase of the 4x interpolator (BS.1770-4 uses 12 too)
@@ -189,12 +196,16 @@ class LoudnessNormaliser:
 
     def _decide(self, index: int) -> float:
         """The slow gain (dB) at the end of hop ``index``, from the window around it."""
-        last = len(self._energy_in)  # hops analysed: up to the look-ahead
+        # Hops up to the look-ahead (fewer at the end): the same window
+        # whatever sizes the samples were pushed in.
+        last = min(len(self._energy_in), index + self._lookahead_hops + 1)
         first = max(0, index - self._history_hops)
-        loudness = _gated(self._block_powers(first, last))
+        loudness, blocks = _gated(self._block_powers(first, last))
         previous = self._gain_db
-        if loudness is None:
-            wanted = 0.0 if previous is None else previous  # silence: hold
+        if loudness is None or (
+            previous is not None and (blocks < _MIN_BLOCKS or loudness < self.target_lufs - previous - _PAUSE_LU)
+        ):
+            wanted = 0.0 if previous is None else previous  # silence, a pause, too little to go by: hold
         else:
             wanted = min(MAX_GAIN_DB, max(MIN_GAIN_DB, self.target_lufs - loudness))
         # The first hop has the look-ahead's measurement already: no slew.
@@ -217,7 +228,7 @@ class LoudnessNormaliser:
         hops = np.frombuffer(energies, dtype=np.float64)[: self._complete_hops]
         if hops.size < _BLOCK_HOPS:
             return None
-        return _gated(np.convolve(hops, np.ones(_BLOCK_HOPS), mode="valid") / (_BLOCK_HOPS * self._hop))
+        return _gated(np.convolve(hops, np.ones(_BLOCK_HOPS), mode="valid") / (_BLOCK_HOPS * self._hop))[0]
 
     def _limit(self, samples: Samples, ahead: Samples, gain: _F64, end_gain: float) -> _F64 | None:
         """Per-sample gain reduction (<= 1) keeping true peaks under the ceiling; None if none is needed.
@@ -248,14 +259,17 @@ class LoudnessNormaliser:
         return _box(_box(smoothed, self._box), self._box)
 
 
-def _gated(powers: _F64) -> float | None:
-    """BS.1770 gated loudness (LUFS) of block powers; None if no block passes the absolute gate."""
+def _gated(powers: _F64) -> tuple[float | None, int]:
+    """BS.1770 gated loudness (LUFS) of block powers and how many blocks passed both gates.
+
+    None if no block passes the absolute gate.
+    """
     above = powers[powers > 10 ** ((_ABSOLUTE_GATE_LUFS + 0.691) / 10)]
     if above.size == 0:
-        return None
+        return None, 0
     relative = above.mean() * 10 ** (_RELATIVE_GATE_LU / 10)
     kept = above[above > relative]
-    return -0.691 + 10 * math.log10(float(kept.mean()))
+    return -0.691 + 10 * math.log10(float(kept.mean())), int(kept.size)
 
 
 def _round(value: float | None) -> float | None:
