@@ -206,6 +206,19 @@ def test_pauses_are_not_pumped_up() -> None:
     assert measure_samples(out).integrated_lufs == pytest.approx(TARGET, abs=TOLERANCE_LU)
 
 
+def test_non_finite_samples_do_not_poison_the_gain() -> None:
+    speech = speech_like(8.0, channels=2, seed=5)
+    speech = speech * np.float32(10 ** ((-23.0 - measure_samples(speech).integrated_lufs) / 20))
+    speech[:, 2 * 48000 : 2 * 48000 + 500] = np.nan
+    speech[:, 5 * 48000] = np.inf
+    normaliser = LoudnessNormaliser(target_lufs=TARGET, true_peak_dbtp=MAX_TRUE_PEAK, rate=48000, channels=2)
+    out = np.concatenate([normaliser.push(speech[:, i : i + 1024]) for i in range(0, speech.shape[1], 1024)], axis=1)
+    out = np.concatenate([out, normaliser.flush()], axis=1)
+
+    assert out.shape == speech.shape and np.isfinite(out).all()
+    assert measure_samples(out).integrated_lufs == pytest.approx(TARGET, abs=TOLERANCE_LU)
+
+
 @pytest.mark.parametrize("bad", [-40.0, -3.0, float("nan")])
 def test_the_target_is_checked(bad: float) -> None:
     with pytest.raises(ConfigError):
