@@ -206,6 +206,20 @@ def test_pauses_are_not_pumped_up() -> None:
     assert measure_samples(out).integrated_lufs == pytest.approx(TARGET, abs=TOLERANCE_LU)
 
 
+def test_speech_after_silence_starts_at_the_target() -> None:
+    """5 s of digital silence, then quiet speech: the gain is in place when the speech starts."""
+    speech = speech_like(6.0, channels=2, seed=6)
+    speech = speech * np.float32(10 ** ((-35.0 - measure_samples(speech).integrated_lufs) / 20))
+    source = np.concatenate([np.zeros((2, 5 * 48000), dtype=np.float32), speech], axis=1)
+    normaliser = LoudnessNormaliser(target_lufs=TARGET, true_peak_dbtp=MAX_TRUE_PEAK, rate=48000, channels=2)
+    out = np.concatenate([normaliser.push(source), normaliser.flush()], axis=1)
+
+    assert not out[:, : 5 * 48000].any()  # the silence stays silence
+    first_phrase = out[:, 5 * 48000 : 7 * 48000]
+    assert measure_samples(first_phrase).integrated_lufs == pytest.approx(TARGET, abs=TOLERANCE_LU)
+    assert measure_samples(out).integrated_lufs == pytest.approx(TARGET, abs=TOLERANCE_LU)
+
+
 def test_non_finite_samples_do_not_poison_the_gain() -> None:
     speech = speech_like(8.0, channels=2, seed=5)
     speech = speech * np.float32(10 ** ((-23.0 - measure_samples(speech).integrated_lufs) / 20))

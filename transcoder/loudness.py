@@ -24,7 +24,7 @@ overshoots the peaks of what it is given.
 
 Cost: two FFTs per channel per 100 ms for the K-weighting, a 12-tap
 interpolation only where peaks come near the ceiling, a few vector passes per
-100 ms; about 1% of one core for 48 kHz stereo (bench/NOTES.md). Pure numpy;
+100 ms; 2-5 ms of CPU per second of 48 kHz stereo (bench/NOTES.md). Pure numpy;
 one owner thread.
 """
 
@@ -103,6 +103,7 @@ class LoudnessNormaliser:
         self._complete_hops = 0
         self._emitted_hops = 0
         self._gain_db: float | None = None
+        self._measured = False  # the gain was set from a measurement
         self._gain_range: tuple[float, float] | None = None
         self._tail = np.zeros((channels, _TP_BEFORE), dtype=np.float32)  # last samples emitted
         self._limiter_n = max(2, round(_LIMITER_S * rate))
@@ -208,15 +209,19 @@ class LoudnessNormaliser:
         last = min(len(self._energy_in), index + self._lookahead_hops + 1)
         first = max(0, index - self._history_hops)
         loudness, blocks = _gated(self._block_powers(first, last))
-        previous = self._gain_db
-        if loudness is None or (
-            previous is not None and (blocks < _MIN_BLOCKS or loudness < self.target_lufs - previous - _PAUSE_LU)
-        ):
-            wanted = 0.0 if previous is None else previous  # silence, a pause, too little to go by: hold
+        previous = 0.0 if self._gain_db is None else self._gain_db
+        if loudness is None:
+            gain = previous  # silence: hold (unity until anything was heard)
+        elif not self._measured:
+            # The first sound: what went before was below the absolute gate,
+            # so the gain may jump (ramped over one hop), no slew.
+            gain = min(MAX_GAIN_DB, max(MIN_GAIN_DB, self.target_lufs - loudness))
+            self._measured = True
+        elif blocks < _MIN_BLOCKS or loudness < self.target_lufs - previous - _PAUSE_LU:
+            gain = previous  # too little to go by, or a pause: hold
         else:
             wanted = min(MAX_GAIN_DB, max(MIN_GAIN_DB, self.target_lufs - loudness))
-        # The first hop has the look-ahead's measurement already: no slew.
-        gain = wanted if previous is None else previous + min(_SLEW_DB, max(-_SLEW_DB, wanted - previous))
+            gain = previous + min(_SLEW_DB, max(-_SLEW_DB, wanted - previous))
         self._gain_db = gain
         low, high = self._gain_range or (gain, gain)
         self._gain_range = (min(low, gain), max(high, gain))
