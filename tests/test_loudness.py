@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -239,8 +240,8 @@ def test_the_target_is_checked(bad: float) -> None:
         LadderPolicy(loudness_lufs=bad)
 
 
-def test_the_plan_shows_the_target(tmp_path: Path) -> None:
-    source = make_speech_clip(tmp_path / "in.mp4", lufs=-23.0, seconds=1.0)
+def test_the_cli_shows_the_target_and_the_measurements(tmp_path: Path) -> None:
+    source = make_speech_clip(tmp_path / "in.mp4", lufs=-23.0, seconds=4.0)
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "transcoder", str(source), *args], capture_output=True, text=True)
@@ -252,3 +253,12 @@ def test_the_plan_shows_the_target(tmp_path: Path) -> None:
     assert planned["ladder"]["audio"][0]["loudness_lufs"] == -23.0
     assert cli("--plan", "--loudness-target", "loud").returncode == 2
     assert cli("--plan", "--loudness-target", "-3").returncode == 2
+
+    done = cli("-o", str(tmp_path / "out"), "-q", "--json", "--preset", "ultrafast")
+    assert done.returncode == 0, done.stderr
+    (audio,) = [r for r in json.loads(done.stdout)["renditions"] if r["kind"] == "audio"]
+    assert audio["loudness"]["target_lufs"] == TARGET
+    assert audio["loudness"]["input_lufs"] == pytest.approx(measure(source).integrated_lufs, abs=0.5)
+    assert audio["loudness"]["output_lufs"] == pytest.approx(TARGET, abs=TOLERANCE_LU)
+    table = cli("-o", str(tmp_path / "out2"), "-q", "--preset", "ultrafast").stdout
+    assert re.search(r"loudness audio: -2[23]\.\d LUFS in, -1[5-7]\.\d LUFS out \(target -16\)", table), table

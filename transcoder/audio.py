@@ -117,7 +117,7 @@ class AudioEncoder:
                 self._input_pos = end_s
         self._resample(None)
         if self._normaliser is not None:
-            self._hold(self._normaliser.flush(), final=True)
+            self._encode_normalised(self._normaliser.flush(), final=True)
         for _plan, segmenter, stream in self._streams:
             self._encode(stream, segmenter, None)
             segmenter.close(segments=segments)
@@ -145,7 +145,7 @@ class AudioEncoder:
         for out in out_frames:
             if self._normaliser is not None:
                 self.samples_out += out.samples
-                self._hold(self._normaliser.push(out.to_ndarray().astype(np.float32, copy=False)))
+                self._encode_normalised(self._normaliser.push(out.to_ndarray().astype(np.float32, copy=False)))
                 continue
             out.pts = self.samples_out
             out.time_base = Fraction(1, self.rate)
@@ -153,7 +153,7 @@ class AudioEncoder:
             for _plan, segmenter, stream in self._streams:
                 self._encode(stream, segmenter, out)
 
-    def _hold(self, samples: npt.NDArray[np.float32], *, final: bool = False) -> None:
+    def _encode_normalised(self, samples: npt.NDArray[np.float32], *, final: bool = False) -> None:
         """Encode ``samples`` (stereo, normalised) in whole AAC frames; ``final``: the rest too."""
         if samples.shape[1]:
             self._held.append(samples)
