@@ -95,6 +95,23 @@ def test_peaks_above_the_ceiling_are_limited(tmp_path: Path) -> None:
     assert abs(after.integrated_lufs - TARGET) <= TOLERANCE_LU, after
 
 
+def test_every_audio_rendition_is_normalised(tmp_path: Path) -> None:
+    # --cellular adds a 48 kb/s "audio-low" rendition, encoded from the same normalised samples.
+    source = make_speech_clip(tmp_path / "in.mp4", lufs=-30.0, seconds=4.0, width=640, height=360, clicks=True)
+    ladder = LadderPolicy(rungs=(RungSpec(short_side=360, bitrate_kbps=800),), cellular_rung=True, min_rung_saving=0.0)
+
+    result = transcoder.transcode(
+        source, tmp_path / "out", config=TranscodeConfig(ladder=ladder, encoder=EncoderSettings(preset="ultrafast"))
+    )
+
+    names = [r.name for r in result.renditions if r.kind == "audio"]
+    assert names == ["audio", "audio-low"]
+    for name in names:
+        after = measure(tmp_path / "out" / name / "index.m3u8")
+        assert abs(after.integrated_lufs - TARGET) <= TOLERANCE_LU, (name, after)
+        assert after.true_peak_dbtp <= MAX_TRUE_PEAK, (name, after)
+
+
 def test_off_leaves_the_level_alone(tmp_path: Path) -> None:
     source = make_speech_clip(tmp_path / "in.mp4", lufs=-23.0, seconds=5.0)
 
