@@ -69,7 +69,8 @@ def speech_like(seconds: float, *, channels: int = 1, seed: int = 0) -> Samples:
     elif channels != 1:
         raise ValueError("mono or stereo only")
     signal = np.stack(rows)
-    return (signal * (0.5 / np.abs(signal).max())).astype(np.float32)
+    scaled: Samples = (signal * (0.5 / np.abs(signal).max())).astype(np.float32)
+    return scaled
 
 
 def _syllable(samples: int, rng: np.random.Generator) -> npt.NDArray[np.float64]:
