@@ -9,6 +9,12 @@ silence or dropped, so audio never drifts from the video. The timeline ends
 where the longer stream ends: audio that stops before the video is followed by
 silence (:meth:`AudioEncoder.finish`); audio that goes on is kept whole, the
 video holding its last frame.
+
+Between the resampler and the encoders, the 48 kHz stereo samples go through
+:class:`~transcoder.loudness.LoudnessNormaliser` when the plan has a loudness
+target: the same samples, delayed by its look-ahead, with a slow gain and a
+true-peak limiter. Timing is counted on the resampler's side, so the
+normaliser changes no timestamp and no sample count.
 """
 
 from __future__ import annotations
@@ -17,9 +23,11 @@ from fractions import Fraction
 
 import av
 import numpy as np
+import numpy.typing as npt
 
 from .errors import MediaError
-from .models import AudioPlan
+from .loudness import LoudnessNormaliser
+from .models import AudioPlan, LoudnessResult
 from .segmenter import HlsSegmenter
 
 _SYNC_TOLERANCE_S = Fraction(40, 1000)
@@ -47,6 +55,17 @@ class AudioEncoder:
             stream.codec_context.time_base = Fraction(1, plan.sample_rate)
             self._streams.append((plan, segmenter, stream))
         self.samples_out = 0  # at the output rate, silence included
+        # The normaliser (None: off) and what it returned but was not yet
+        # encoded: the AAC encoders take whole frames of _AAC_FRAME samples.
+        target = plans[0].loudness_lufs
+        self._normaliser = (
+            LoudnessNormaliser(target_lufs=target, true_peak_dbtp=plans[0].true_peak_dbtp, rate=self.rate, channels=2)
+            if target is not None
+            else None
+        )
+        self._held: list[npt.NDArray[np.float32]] = []
+        self._held_n = 0
+        self._encoded_n = 0  # samples given to the encoders (behind samples_out by the look-ahead)
         self._input_pos: Fraction | None = None  # where the next input frame should start
         # Sample format, layout and rate of the input, for the closing silence.
         self._input_kind: tuple[str, str, int] = ("fltp", "stereo", self.rate)
@@ -57,6 +76,11 @@ class AudioEncoder:
 
     def renditions(self) -> list[tuple[AudioPlan, HlsSegmenter]]:
         return [(plan, segmenter) for plan, segmenter, _stream in self._streams]
+
+    @property
+    def loudness(self) -> LoudnessResult | None:
+        """Measured loudness before and after (after :meth:`finish`); None when normalisation is off."""
+        return self._normaliser.result if self._normaliser is not None else None
 
     def push(self, frame: av.AudioFrame, time_s: Fraction) -> None:
         """Feed a decoded frame that starts at ``time_s`` on the output timeline."""
@@ -92,6 +116,8 @@ class AudioEncoder:
                 self._silence(gap, self._input_kind)
                 self._input_pos = end_s
         self._resample(None)
+        if self._normaliser is not None:
+            self._encode_normalised(self._normaliser.flush(), final=True)
         for _plan, segmenter, stream in self._streams:
             self._encode(stream, segmenter, None)
             segmenter.close(segments=segments)
@@ -117,11 +143,36 @@ class AudioEncoder:
         except av.FFmpegError as exc:
             raise MediaError("audio resampling failed", context={"at_s": round(self.encoded_s, 3)}) from exc
         for out in out_frames:
+            if self._normaliser is not None:
+                self.samples_out += out.samples
+                self._encode_normalised(self._normaliser.push(out.to_ndarray().astype(np.float32, copy=False)))
+                continue
             out.pts = self.samples_out
             out.time_base = Fraction(1, self.rate)
             self.samples_out += out.samples
             for _plan, segmenter, stream in self._streams:
                 self._encode(stream, segmenter, out)
+
+    def _encode_normalised(self, samples: npt.NDArray[np.float32], *, final: bool = False) -> None:
+        """Encode ``samples`` (stereo, normalised) in whole AAC frames; ``final``: the rest too."""
+        if samples.shape[1]:
+            self._held.append(samples)
+            self._held_n += samples.shape[1]
+        if self._held_n < _AAC_FRAME and not (final and self._held_n):
+            return
+        joined = np.concatenate(self._held, axis=1) if len(self._held) > 1 else self._held[0]
+        whole = joined.shape[1] if final else joined.shape[1] - joined.shape[1] % _AAC_FRAME
+        for start in range(0, whole, _AAC_FRAME):
+            chunk = np.ascontiguousarray(joined[:, start : start + _AAC_FRAME])
+            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo")
+            frame.sample_rate = self.rate
+            frame.pts = self._encoded_n
+            frame.time_base = Fraction(1, self.rate)
+            self._encoded_n += chunk.shape[1]
+            for _plan, segmenter, stream in self._streams:
+                self._encode(stream, segmenter, frame)
+        self._held = [joined[:, whole:]] if whole < joined.shape[1] else []
+        self._held_n = joined.shape[1] - whole
 
     def _encode(
         self, stream: av.audio.stream.AudioStream, segmenter: HlsSegmenter, frame: av.AudioFrame | None

@@ -112,6 +112,16 @@ def _location(local: click.Path) -> Any:
     return convert
 
 
+def _loudness_target(ctx: click.Context, param: click.Parameter, value: str) -> float | None:
+    """``off`` or a number of LUFS (range-checked by the config)."""
+    if value.strip().lower() == "off":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither a number of LUFS nor 'off'") from None
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("source", callback=_location(click.Path(dir_okay=False, path_type=Path)))
 @click.option(
@@ -147,6 +157,15 @@ def _location(local: click.Path) -> Any:
     show_default=True,
     help="Publish a rung only if it saves this share of bits against the next larger published rung.",
 )
+@click.option(
+    "--loudness-target",
+    "loudness",
+    callback=_loudness_target,
+    default="-16",
+    show_default=True,
+    metavar="LUFS|off",
+    help="Normalise speech to this integrated loudness (EBU R128, true peak <= -1 dBTP); off: leave the level.",
+)
 @click.option("--no-poster", is_flag=True, help="Do not write poster.jpg.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result (or the plan) as JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
@@ -163,6 +182,7 @@ def cli(
     threads: int | None,
     cellular: bool,
     min_rung_saving: float,
+    loudness: float | None,
     no_poster: bool,
     as_json: bool,
     quiet: bool,
@@ -172,7 +192,7 @@ def cli(
         raise click.UsageError("missing option '-o' / '--output' (or use --plan)")
     try:
         config = TranscodeConfig(
-            ladder=LadderPolicy(cellular_rung=cellular, min_rung_saving=min_rung_saving),
+            ladder=LadderPolicy(cellular_rung=cellular, min_rung_saving=min_rung_saving, loudness_lufs=loudness),
             encoder=EncoderSettings(preset=preset, crf=crf),
             segment_format="fmp4" if segment_format == "fmp4" else "ts",
             segment_s=segment_seconds,
@@ -239,7 +259,14 @@ def _plan(source: Path | str, config: TranscodeConfig, storage: StorageConfig, a
     for name, options in settings.items():
         click.echo(f"x264 {name}: " + " ".join(f"{k}={v}" for k, v in options.items()))
     for plan in ladder.audio:
-        click.echo(f"audio {plan.name}: AAC-LC stereo {plan.sample_rate} Hz {plan.bitrate_kbps} kb/s (encoded once)")
+        level = (
+            f"loudness {plan.loudness_lufs:g} LUFS, true peak <= {plan.true_peak_dbtp:g} dBTP"
+            if plan.loudness_lufs is not None
+            else "loudness as the source"
+        )
+        click.echo(
+            f"audio {plan.name}: AAC-LC stereo {plan.sample_rate} Hz {plan.bitrate_kbps} kb/s, {level} (encoded once)"
+        )
     for line in threads.describe():
         click.echo(line)
     return EXIT_OK
@@ -396,7 +423,19 @@ def _result_table(result: TranscodeResult, output: Path | str) -> str:
         f"{result.source.duration_s:.1f} s of video in {result.wall_s:.1f} s ({speed:.2f}x realtime), "
         f"CPU {result.cpu_s:.1f} s, peak RSS {result.peak_rss_bytes / 2**20:.0f} MiB"
     )
-    return _table(rows) + _dropped_lines(result) + footer
+    return _table(rows) + _dropped_lines(result) + _loudness_lines(result) + footer
+
+
+def _loudness_lines(result: TranscodeResult) -> str:
+    def lufs(value: float | None) -> str:
+        return "silence" if value is None else f"{value:.1f} LUFS"
+
+    return "".join(
+        f"\nloudness {r.name}: {lufs(r.loudness.input_lufs)} in, {lufs(r.loudness.output_lufs)} out "
+        f"(target {r.loudness.target_lufs:g})"
+        for r in result.renditions
+        if r.loudness is not None
+    )
 
 
 _DROP_REASONS = {

@@ -39,6 +39,10 @@ class RungSpec:
             raise ConfigError("rung bitrate must be >= 32 kb/s", context={"bitrate_kbps": self.bitrate_kbps})
 
 
+# Loudness targets in use run from broadcast (-31 .. -23 LUFS) to loud
+# streaming (-14 .. -9); louder would be mostly the true-peak limiter's work.
+LOUDNESS_RANGE_LUFS = (-31.0, -9.0)
+
 DEFAULT_RUNGS: tuple[RungSpec, ...] = (
     RungSpec(short_side=1080, bitrate_kbps=5000),
     RungSpec(short_side=720, bitrate_kbps=2800),
@@ -70,6 +74,9 @@ class LadderPolicy:
     maxrate_factor: float = 1.1
     bufsize_factor: float = 2.0
     audio_bitrate_kbps: int = 128
+    # Speech normalised to this integrated loudness (EBU R128, LUFS) with
+    # true peaks <= -1 dBTP, in one pass (transcoder.loudness); None: off.
+    loudness_lufs: float | None = -16.0
     cellular_rung: bool = False
     min_rung_saving: float = 0.15
     # Sources whose inter frames carry at most this many bits per pixel (from
@@ -95,6 +102,14 @@ class LadderPolicy:
             raise ConfigError("frame rate caps out of range", context={"max_fps": self.max_fps})
         if self.maxrate_factor < 1.0 or self.bufsize_factor < self.maxrate_factor * 0.5:
             raise ConfigError("maxrate/bufsize factors out of range")
+        if (
+            self.loudness_lufs is not None
+            and not LOUDNESS_RANGE_LUFS[0] <= self.loudness_lufs <= LOUDNESS_RANGE_LUFS[1]
+        ):
+            raise ConfigError(
+                "loudness target out of range",
+                context={"loudness_lufs": self.loudness_lufs, "range": LOUDNESS_RANGE_LUFS},
+            )
         if not 32 <= self.audio_bitrate_kbps <= 320:
             raise ConfigError("audio bitrate out of range", context={"audio_bitrate_kbps": self.audio_bitrate_kbps})
 

@@ -339,7 +339,8 @@ def plan_ladder(
       ``maxrate_factor``), bufsize = round(bitrate x ``bufsize_factor``).
     * Profile High; level from ``h264_level``. Names are ``f"{short}p"``.
     * Audio: none if the source has none (``Ladder.audio == ()``), else one
-      ``AudioPlan`` at ``policy.audio_bitrate_kbps`` shared by every rung.
+      ``AudioPlan`` at ``policy.audio_bitrate_kbps`` shared by every rung,
+      normalised to ``policy.loudness_lufs``.
     * ``policy.cellular_rung``: an extra lowest rung "234p" (416x234 for
       16:9) at 80 kb/s, maxrate 88, bufsize 88, fps capped at
       ``low_rung_max_fps``, playing with its own 48 kb/s "audio-low" plan
@@ -370,13 +371,21 @@ def plan_ladder(
         top = (src_short, _interpolated_bitrate(src_short, specs))
         plan = [top] + [(side, kbps) for side, kbps in plan if side <= _TOO_CLOSE * src_short]
 
-    main_audio = AudioPlan(bitrate_kbps=policy.audio_bitrate_kbps) if source.audio is not None else None
+    main_audio = (
+        AudioPlan(bitrate_kbps=policy.audio_bitrate_kbps, loudness_lufs=policy.loudness_lufs)
+        if source.audio is not None
+        else None
+    )
     rungs = [_make_rung(side, kbps, src_w, src_h, src_fps, policy, main_audio) for side, kbps in plan]
     audio: tuple[AudioPlan, ...] = (main_audio,) if main_audio is not None else ()
 
     if policy.cellular_rung and plan[-1][0] > CELLULAR_SHORT_SIDE:
         has_audio = source.audio is not None
-        low_audio = AudioPlan(name=CELLULAR_AUDIO_NAME, bitrate_kbps=CELLULAR_AUDIO_KBPS) if has_audio else None
+        low_audio = (
+            AudioPlan(name=CELLULAR_AUDIO_NAME, bitrate_kbps=CELLULAR_AUDIO_KBPS, loudness_lufs=policy.loudness_lufs)
+            if has_audio
+            else None
+        )
         rungs.append(_make_cellular_rung(src_w, src_h, src_fps, policy, low_audio))
         if low_audio is not None:
             audio += (low_audio,)

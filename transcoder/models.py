@@ -87,6 +87,10 @@ class AudioPlan:
     bitrate_kbps: int = 128
     channels: int = 2
     sample_rate: int = 48000
+    # EBU R128 normalisation (transcoder.loudness): integrated target, and
+    # the true-peak ceiling of the output; None: the level is left alone.
+    loudness_lufs: float | None = -16.0
+    true_peak_dbtp: float = -1.0
 
     @property
     def codecs_tag(self) -> str:
@@ -146,6 +150,23 @@ class SegmentInfo:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LoudnessResult:
+    """An audio rendition's loudness (EBU R128) before and after normalisation.
+
+    ``input_lufs``/``output_lufs`` are integrated loudness over the whole
+    programme (None when nothing passed the -70 LUFS gate: silence);
+    ``gain_db_min``/``gain_db_max`` bound the slow gain applied (the
+    true-peak limiter comes on top).
+    """
+
+    target_lufs: float
+    input_lufs: float | None
+    output_lufs: float | None
+    gain_db_min: float
+    gain_db_max: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RenditionResult:
     """A finished rendition: its playlist and what was measured."""
 
@@ -166,6 +187,7 @@ class RenditionResult:
     duration_s: float
     audio_group: str | None = None  # for video: the audio rendition it plays with
     reused_frames: int = 0  # video: source frames that repeated the previous one and were not scaled again
+    loudness: LoudnessResult | None = None  # audio: measured before/after normalisation (None: off)
 
     @property
     def segment_count(self) -> int:

@@ -183,7 +183,8 @@ class Coordinator:
         decisions = decide_rungs(encoders, audio, min_saving=config.ladder.min_rung_saving)
         kept = [enc for enc, decision in zip(encoders, decisions, strict=True) if decision.kept]
         discard_dropped([enc for enc in encoders if enc not in kept], sink)
-        renditions, files = write_playlists(kept, audio, sink)
+        loudness = self._audio.loudness if self._audio is not None else None
+        renditions, files = write_playlists(kept, audio, sink, loudness=loudness)
         poster_uri = None
         if self._poster is not None and (jpeg := self._poster.jpeg()) is not None:
             sink.put(POSTER, jpeg)

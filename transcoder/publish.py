@@ -13,7 +13,7 @@ from typing import Any
 
 from . import hls
 from .encode import RungEncoder
-from .models import AudioPlan, RenditionResult
+from .models import AudioPlan, LoudnessResult, RenditionResult
 from .output import OutputSink
 from .pruning import RungDecision, RungRates, prune_ladder
 from .segmenter import HlsSegmenter
@@ -57,7 +57,11 @@ def discard_dropped(dropped: list[RungEncoder], sink: OutputSink) -> None:
 
 
 def write_playlists(
-    encoders: list[RungEncoder], audio_renditions: list[tuple[AudioPlan, HlsSegmenter]], sink: OutputSink
+    encoders: list[RungEncoder],
+    audio_renditions: list[tuple[AudioPlan, HlsSegmenter]],
+    sink: OutputSink,
+    *,
+    loudness: LoudnessResult | None = None,
 ) -> tuple[tuple[RenditionResult, ...], list[str]]:
     """Put each kept rung's media and I-frame playlists and each audio playlist into ``sink``.
 
@@ -81,7 +85,7 @@ def write_playlists(
         playlist = f"{plan.name}/index.m3u8"
         sink.put(playlist, hls.render_media_playlist(segments, init_uri=segmenter.init_uri).encode())
         files.extend([*_segment_files(plan.name, segments, segmenter.init_uri), playlist])
-        results.append(_audio_rendition(plan, playlist, segmenter, segments))
+        results.append(_audio_rendition(plan, playlist, segmenter, segments, loudness))
     return tuple(results), files
 
 
@@ -128,7 +132,9 @@ def _rendition(
     )
 
 
-def _audio_rendition(plan: AudioPlan, playlist: str, segmenter: HlsSegmenter, segments: list[Any]) -> RenditionResult:
+def _audio_rendition(
+    plan: AudioPlan, playlist: str, segmenter: HlsSegmenter, segments: list[Any], loudness: LoudnessResult | None
+) -> RenditionResult:
     peak, average = hls.peak_and_average_bps(segments, target_duration_s=_target(segments))
     return RenditionResult(
         name=plan.name,
@@ -146,6 +152,7 @@ def _audio_rendition(plan: AudioPlan, playlist: str, segmenter: HlsSegmenter, se
         average_bps=average,
         size_bytes=sum(s.size_bytes for s in segments),
         duration_s=sum(s.duration_s for s in segments),
+        loudness=loudness,
     )
 
 

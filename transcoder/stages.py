@@ -27,7 +27,7 @@ from .config import TranscodeConfig
 from .decode import Decoder
 from .encode import RungEncoder, frames_until, rung_segment_s, segments_until
 from .errors import CancelledError
-from .models import AudioPlan, Ladder, Rung, SourceInfo
+from .models import AudioPlan, Ladder, LoudnessResult, Rung, SourceInfo
 from .output import OutputSink
 from .poster import PosterPicker
 from .probe import Source
@@ -235,6 +235,7 @@ class AudioStage(Stage):
         self._ladder = ladder
         self.renditions: list[tuple[AudioPlan, HlsSegmenter]] = []
         self._encoder: AudioEncoder | None = None
+        self.loudness: LoudnessResult | None = None  # measured, once the work is done (None: off)
         self._muxers_closed = False
         top = ladder.rungs[0]
         try:
@@ -269,6 +270,7 @@ class AudioStage(Stage):
             max(end_s, video_end_s),
             segments=segments_until(end_s, top.fps, rung_segment_s(self._ladder, top)),
         )
+        self.loudness = encoder.loudness
         self._muxers_closed = True
 
     def close(self) -> None:
