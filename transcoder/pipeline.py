@@ -26,16 +26,18 @@ from dataclasses import dataclass
 
 import av
 
+from .chapters import ChapterDetector
 from .colour import colour_of
 from .config import TranscodeConfig
 from .errors import CancelledError, MediaError, TranscodeError
-from .models import Ladder, Progress, RenditionResult, SourceInfo
+from .models import ChaptersResult, Ladder, Progress, RenditionResult, SourceInfo, ThumbnailsResult
 from .output import OutputSink
 from .poster import PosterPicker
 from .probe import Source
 from .pruning import RungDecision
-from .publish import decide_rungs, discard_dropped, master_playlist, write_playlists
+from .publish import decide_rungs, discard_dropped, master_playlist, put_viewer_files, write_playlists
 from .stages import AudioStage, Control, DecodeStage, RungStage, Stage
+from .storyboard import Storyboard
 from .threadplan import ThreadPlan
 
 MASTER = "master.m3u8"
@@ -54,6 +56,8 @@ class LadderOutput:
     poster_uri: str | None
     files: tuple[str, ...]
     rung_decisions: tuple[RungDecision, ...] = ()
+    thumbnails: ThumbnailsResult | None = None
+    chapters: ChaptersResult | None = None
 
 
 class Coordinator:
@@ -86,6 +90,9 @@ class Coordinator:
         self._rungs: list[RungStage] = []
         self._audio: AudioStage | None = None
         self._poster: PosterPicker | None = None
+        self._storyboard: Storyboard | None = None
+        self._chapters: ChapterDetector | None = None
+        self._decode: DecodeStage | None = None
         self._stages: list[Stage] = []  # in start order
         self._started = time.monotonic()
 
@@ -133,6 +140,15 @@ class Coordinator:
             # outlasts the camera would put them past the last frame.
             span_s = info.video.duration_s or info.duration_s
             self._poster = PosterPicker(span_s, *_poster_size(top.width, top.height), colour=colour.scaler)
+        if config.thumbnails:
+            # Planned from the probe's duration and the top rung's (display)
+            # size; tiles are cut from the decoded frames, read with the same
+            # colour as the rungs' scalers read them.
+            self._storyboard = Storyboard(
+                info.duration_s, top.width, top.height, policy=config.storyboard, colour=colour.scaler
+            )
+        if config.chapters:
+            self._chapters = ChapterDetector(config.chapter_policy)
         decode = DecodeStage(
             self.source,
             info,
@@ -142,7 +158,10 @@ class Coordinator:
             poster=self._poster,
             reuse_still_frames=config.encoder.reuse_still_frames,
             control=self.control,
+            storyboard=self._storyboard,
+            chapters=self._chapters,
         )
+        self._decode = decode
         self._stages.insert(0, decode)
 
     def _run_stages(self) -> None:
@@ -189,12 +208,22 @@ class Coordinator:
             sink.put(POSTER, jpeg)
             poster_uri = POSTER
             files.append(POSTER)
+        # The decoder has ended (every stage was joined): its taps are ours now.
+        assert self._decode is not None
+        end_s = self._decode.end_s
+        viewer = put_viewer_files(
+            self._storyboard.finish(end_s) if self._storyboard is not None else None,
+            self._chapters.finish(end_s) if self._chapters is not None else None,
+            sink,
+        )
+        files.extend(viewer.files)
         if self.progress is not None:
             self.progress(self._report("publishing", total_s, total_s))
         sink.flush()  # every object the master names is stored before it appears
         if self.control.cancel.is_set():
             raise CancelledError("the run was cancelled")
-        sink.publish(MASTER, master_playlist(renditions).encode())
+        master = master_playlist(renditions, session_data=viewer.session_data, image_streams=viewer.image_streams)
+        sink.publish(MASTER, master.encode())
         files.append(MASTER)
         if self.progress is not None:
             self.progress(self._report("done", total_s, total_s))
@@ -204,6 +233,8 @@ class Coordinator:
             poster_uri=poster_uri,
             files=tuple(files),
             rung_decisions=decisions,
+            thumbnails=viewer.thumbnails,
+            chapters=viewer.chapters,
         )
 
     def _report(self, phase: str, done_s: float, total_s: float) -> Progress:

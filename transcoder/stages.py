@@ -22,6 +22,7 @@ from typing import Any
 import av
 
 from .audio import AudioEncoder
+from .chapters import ChapterDetector
 from .colour import ScalerColour
 from .config import TranscodeConfig
 from .decode import Decoder
@@ -33,6 +34,7 @@ from .poster import PosterPicker
 from .probe import Source
 from .segmenter import HlsSegmenter
 from .still import RepeatDetector
+from .storyboard import Storyboard
 from .threadplan import ThreadPlan
 from .threads import lower_thread_priority, name_os_thread
 
@@ -123,6 +125,10 @@ class DecodeStage(Stage):
 
     The :class:`Decoder` opens the input container, its decoders and filter
     graph inside :meth:`Decoder.run` and closes them when it returns or raises.
+
+    ``poster``, ``storyboard`` and ``chapters`` are frame taps fed in this
+    thread (none is thread-safe): the coordinator reads them only after this
+    stage has ended (``join``), as it does :attr:`end_s`.
     """
 
     def __init__(
@@ -136,11 +142,15 @@ class DecodeStage(Stage):
         poster: PosterPicker | None,
         reuse_still_frames: bool,
         control: Control,
+        storyboard: Storyboard | None = None,
+        chapters: ChapterDetector | None = None,
     ) -> None:
         super().__init__("decoder", control)
         self._rung_queues = rung_queues
         self._audio_queue = audio_queue
         self._poster = poster
+        self._storyboard = storyboard
+        self._chapters = chapters
         self._repeats = RepeatDetector() if reuse_still_frames else None
         self._decoder = Decoder(
             source,
@@ -150,6 +160,11 @@ class DecodeStage(Stage):
             on_audio=self._on_audio if audio_queue is not None else None,
             cancel=control.cancel,
         )
+
+    @property
+    def end_s(self) -> Fraction:
+        """Where the timeline ends (the longer stream); final once the stage has ended."""
+        return self._decoder.end_s
 
     def work(self) -> None:
         self._decoder.run()
@@ -170,6 +185,13 @@ class DecodeStage(Stage):
             self.control.put(q, (frame, time_s, same))
         if self._poster is not None:
             self._poster.push(frame, time_s)
+        # Both read frames already decoded: a storyboard tile costs one small
+        # downscale per interval, the chapter detector one 64x36 luma picture
+        # per changed frame (repeats skip it), ~0.6 ms for a 1080p frame.
+        if self._storyboard is not None:
+            self._storyboard.offer(frame, time_s)
+        if self._chapters is not None:
+            self._chapters.offer(frame, time_s, same)
 
     def _on_audio(self, frame: av.AudioFrame, time_s: Fraction) -> None:
         assert self._audio_queue is not None
