@@ -126,9 +126,9 @@ class DecodeStage(Stage):
     The :class:`Decoder` opens the input container, its decoders and filter
     graph inside :meth:`Decoder.run` and closes them when it returns or raises.
 
-    ``poster``, ``storyboard`` and ``chapters`` are frame taps fed in this
-    thread (none is thread-safe): the coordinator reads them only after this
-    stage has ended (``join``), as it does :attr:`end_s`.
+    ``poster`` and ``storyboard`` are frame taps fed in this thread (neither
+    is thread-safe): the coordinator reads them only after this stage has
+    ended (``join``), as it does :attr:`end_s`.
     """
 
     def __init__(
@@ -143,14 +143,12 @@ class DecodeStage(Stage):
         reuse_still_frames: bool,
         control: Control,
         storyboard: Storyboard | None = None,
-        chapters: ChapterDetector | None = None,
     ) -> None:
         super().__init__("decoder", control)
         self._rung_queues = rung_queues
         self._audio_queue = audio_queue
         self._poster = poster
         self._storyboard = storyboard
-        self._chapters = chapters
         self._repeats = RepeatDetector() if reuse_still_frames else None
         self._decoder = Decoder(
             source,
@@ -185,13 +183,10 @@ class DecodeStage(Stage):
             self.control.put(q, (frame, time_s, same))
         if self._poster is not None:
             self._poster.push(frame, time_s)
-        # Both read frames already decoded: a storyboard tile costs one small
-        # downscale per interval, the chapter detector one 64x36 luma picture
-        # per changed frame (repeats skip it), ~0.6 ms for a 1080p frame.
+        # A tile costs one small downscale per interval (a few ms per run),
+        # cut from the decoded frame: the sharpest picture there is.
         if self._storyboard is not None:
             self._storyboard.offer(frame, time_s)
-        if self._chapters is not None:
-            self._chapters.offer(frame, time_s, same)
 
     def _on_audio(self, frame: av.AudioFrame, time_s: Fraction) -> None:
         assert self._audio_queue is not None
@@ -211,7 +206,9 @@ class RungStage(Stage):
         threads: ThreadPlan,
         colour: ScalerColour | None,
         control: Control,
+        chapters: ChapterDetector | None = None,
     ) -> None:
+        """``chapters`` (one rung at most: it is not thread-safe) sees every output picture of this rung."""
         super().__init__(f"rung-{rung.name}", control, nice=threads.encoder_nice.get(rung.name, 0))
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=config.queue_depth)
         segmenter = HlsSegmenter(
@@ -231,6 +228,7 @@ class RungStage(Stage):
                 interpolation=config.encoder.scaler,
                 lookahead_thread=threads.x264_lookahead_thread,
                 colour=colour,
+                on_picture=chapters.offer if chapters is not None else None,
             )
         except BaseException:
             segmenter.abandon()
