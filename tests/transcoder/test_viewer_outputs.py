@@ -26,6 +26,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.support.faultproxy import FaultProxy, Rule
+from tests.support.media_slides import make_pan
 from tests.support.media_viewer import DECK_FPS, DECK_FRAMES, make_deck, parse_vtt, parse_xywh
 from tests.support.s3server import SeaweedServer, Space, client_for, fast_config
 from transcoder import EncoderSettings, LadderPolicy, LocalDirectory, OutputError, RungSpec, TranscodeConfig
@@ -193,6 +194,17 @@ def test_master_names_the_chapters_and_the_image_playlist(local_run: tuple[Path,
         if path.name != "master.m3u8" and path.parent.name != "storyboard":
             text = path.read_text()
             assert not any(name in text for name in ("chapters", "thumbnails", "sheet-", "images.m3u8")), path
+
+
+@pytest.mark.parametrize("grain", [0.0, 8.0])
+def test_a_camera_pan_makes_no_chapter(tmp_path: Path, grain: float) -> None:
+    """An abrupt pan (still for 1 s, then 6 px a frame), clean and grainy: one chapter, the whole video."""
+    source = make_pan(tmp_path / "pan.mp4", frames=60, still_frames=10, grain=grain)
+    result = run_transcode(source, tmp_path / "out", config=CONFIG)
+    assert result.chapters is not None
+    assert result.chapters.starts_s == (0.0,)
+    entries = json.loads((tmp_path / "out" / "chapters.json").read_text())
+    assert [(e["start-time"], e["duration"]) for e in entries] == [(0.0, 6.0)]
 
 
 # ----------------------------------------------------------------------------- switches
