@@ -5,6 +5,11 @@ Threads (named, one owner per FFmpeg object)::
     decoder ──► [queue per rung] ──► rung-<name>: scale, x264, segment ──► sink
             └─► [audio queue]    ──► audio: resample, AAC, segment      ──► sink
 
+The decoder thread also feeds the storyboard (thumbnail tiles, from decoded
+frames) and the smallest rung's thread the chapter detector (from its scaled
+pictures); their files are put after the playlists and before the master,
+which alone names them (:func:`~transcoder.publish.put_viewer_files`).
+
 Memory bound: ``queue_depth`` x rungs decoded frames (shared between rungs,
 so usually fewer), plus x264's lookahead per rung and one open segment per
 rendition; it does not grow with the input's length.
