@@ -29,14 +29,22 @@ from tests.support.faultproxy import FaultProxy, Rule
 from tests.support.media_slides import make_pan
 from tests.support.media_viewer import DECK_FPS, DECK_FRAMES, make_deck, parse_vtt, parse_xywh
 from tests.support.s3server import SeaweedServer, Space, client_for, fast_config
-from transcoder import EncoderSettings, LadderPolicy, LocalDirectory, OutputError, RungSpec, TranscodeConfig
+from transcoder import (
+    ChapterPolicy,
+    EncoderSettings,
+    LadderPolicy,
+    LocalDirectory,
+    OutputError,
+    RungSpec,
+    StoryboardPolicy,
+    TranscodeConfig,
+    TranscodeResult,
+)
 from transcoder import transcode as run_transcode
-from transcoder.chapters import APPLE_CHAPTERS_DATA_ID, ChapterPolicy
+from transcoder.chapters import APPLE_CHAPTERS_DATA_ID
 from transcoder.cli import EXIT_OK, EXIT_USAGE, cli
 from transcoder.errors import ConfigError
-from transcoder.models import TranscodeResult
 from transcoder.storage import UploadError
-from transcoder.storyboard import StoryboardPolicy
 
 DURATION_S = DECK_FRAMES / DECK_FPS
 CONFIG = TranscodeConfig(
