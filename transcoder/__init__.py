@@ -6,6 +6,7 @@ implementation detail.
 
 from __future__ import annotations
 
+from .chapters import ChapterPolicy
 from .config import EncoderSettings, LadderPolicy, Limits, RungSpec, TranscodeConfig
 from .errors import (
     CancelledError,
@@ -21,6 +22,7 @@ from .ladder import plan_ladder
 from .models import (
     AudioInfo,
     AudioPlan,
+    ChaptersResult,
     IFrameInfo,
     Ladder,
     LoudnessResult,
@@ -29,6 +31,7 @@ from .models import (
     Rung,
     SegmentInfo,
     SourceInfo,
+    ThumbnailsResult,
     TranscodeResult,
     VideoInfo,
 )
@@ -45,6 +48,7 @@ from .storage import (
     UploadError,
     make_s3_client,
 )
+from .storyboard import StoryboardPolicy
 
 __version__ = "0.1.0"
 
@@ -52,6 +56,8 @@ __all__ = [
     "AudioInfo",
     "AudioPlan",
     "CancelledError",
+    "ChapterPolicy",
+    "ChaptersResult",
     "ConfigError",
     "CredentialsError",
     "EncoderSettings",
@@ -77,6 +83,8 @@ __all__ = [
     "SourceNotFoundError",
     "StorageConfig",
     "StorageError",
+    "StoryboardPolicy",
+    "ThumbnailsResult",
     "TranscodeConfig",
     "TranscodeError",
     "TranscodeResult",

@@ -37,6 +37,7 @@ from typing import Any
 import click
 
 from .budget import detect_budget
+from .chapters import ChapterPolicy
 from .colour import colour_of
 from .config import X264_PRESETS, EncoderSettings, LadderPolicy, TranscodeConfig
 from .decode import video_filters
@@ -48,6 +49,7 @@ from .prediction import PREDICTED
 from .probe import probe
 from .run import open_source, transcode
 from .storage import S3Location, StorageConfig, StorageError, is_s3_uri
+from .storyboard import StoryboardPlan, plan_storyboard
 from .threadplan import plan_threads
 from .tonemap import describe_filters
 
@@ -167,6 +169,10 @@ def _loudness_target(ctx: click.Context, param: click.Parameter, value: str) -> 
     help="Normalise speech to this integrated loudness (EBU R128, true peak <= -1 dBTP); off: leave the level.",
 )
 @click.option("--no-poster", is_flag=True, help="Do not write poster.jpg.")
+@click.option(
+    "--no-thumbnails", is_flag=True, help="Do not write storyboard sprite sheets, thumbnails.vtt and their playlist."
+)
+@click.option("--no-chapters", is_flag=True, help="Do not write chapters.vtt and chapters.json (slide changes).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result (or the plan) as JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def cli(
@@ -184,6 +190,8 @@ def cli(
     min_rung_saving: float,
     loudness: float | None,
     no_poster: bool,
+    no_thumbnails: bool,
+    no_chapters: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -199,6 +207,8 @@ def cli(
             gop_s=gop_seconds,
             threads=threads,
             poster=not no_poster,
+            thumbnails=not no_thumbnails,
+            chapters=not no_chapters,
         )
         # No environment read here: with endpoint_url None botocore resolves
         # AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL itself.
@@ -245,6 +255,7 @@ def _plan(source: Path | str, config: TranscodeConfig, storage: StorageConfig, a
             "colour": {**jsonable(colour), "summary": colour.describe()},
             "threads": jsonable(threads),
             "segment_format": config.segment_format,
+            **_viewer_plan(info, ladder, config),
         }
         click.echo(json.dumps(payload, indent=2))
         return EXIT_OK
@@ -267,9 +278,44 @@ def _plan(source: Path | str, config: TranscodeConfig, storage: StorageConfig, a
         click.echo(
             f"audio {plan.name}: AAC-LC stereo {plan.sample_rate} Hz {plan.bitrate_kbps} kb/s, {level} (encoded once)"
         )
+    for line in _viewer_lines(**_viewer_plan(info, ladder, config)):
+        click.echo(line)
     for line in threads.describe():
         click.echo(line)
     return EXIT_OK
+
+
+def _viewer_plan(info: SourceInfo, ladder: Ladder, config: TranscodeConfig) -> dict[str, Any]:
+    """The thumbnails and chapters decisions, as ``--plan --json`` shows them (None when turned off)."""
+    thumbnails = None
+    if config.thumbnails:
+        top = ladder.rungs[0]
+        plan = plan_storyboard(info.duration_s, top.width, top.height, policy=config.storyboard)
+        thumbnails = {**jsonable(plan), "max_sheets": config.storyboard.max_sheets}
+    chapters = jsonable(config.chapter_policy) if config.chapters else None
+    return {"thumbnails": thumbnails, "chapters": chapters}
+
+
+def _viewer_lines(thumbnails: dict[str, Any] | None, chapters: dict[str, Any] | None) -> list[str]:
+    if thumbnails is None:
+        lines = ["thumbnails: off"]
+    else:
+        plan = StoryboardPlan(**{k: v for k, v in thumbnails.items() if k != "max_sheets"})
+        lines = [
+            f"thumbnails: one every {plan.interval_s} s, {plan.tile_width}x{plan.tile_height} tiles, "
+            f"{plan.columns}x{plan.rows} per sheet; {plan.thumbnails} tiles on {plan.sheets} sheet(s) "
+            f"(at most {thumbnails['max_sheets']}); thumbnails.vtt + storyboard/images.m3u8"
+        ]
+    if chapters is None:
+        lines.append("chapters: off")
+    else:
+        policy = ChapterPolicy(**chapters)
+        lines.append(
+            f"chapters: slide changes (luma MAD >= {policy.min_change:g} on {policy.width}x{policy.height}, "
+            f"{policy.spike_ratio:g}x its neighbours within {policy.window_s:g} s), at least "
+            f"{policy.min_spacing_s:g} s apart; chapters.vtt + chapters.json (EXT-X-SESSION-DATA)"
+        )
+    return lines
 
 
 def _run(

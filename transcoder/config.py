@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .chapters import ChapterPolicy
 from .errors import ConfigError
+from .storyboard import StoryboardPolicy
 
 SegmentFormat = Literal["ts", "fmp4"]
 X264_PRESETS = (
@@ -160,6 +162,12 @@ class TranscodeConfig:
 
     ``threads`` is the CPU budget of the run (None: the caller's affinity
     mask). ``segment_s`` must be a whole number of ``gop_s``.
+
+    ``thumbnails`` writes storyboard sprite sheets, ``thumbnails.vtt`` and an
+    HLS image playlist spaced and laid out by ``storyboard``
+    (:mod:`transcoder.storyboard`); ``chapters`` writes ``chapters.vtt`` and
+    ``chapters.json`` from slide changes found by ``chapter_policy``
+    (:mod:`transcoder.chapters`). Both read frames the run decodes anyway.
     """
 
     ladder: LadderPolicy = field(default_factory=LadderPolicy)
@@ -170,6 +178,10 @@ class TranscodeConfig:
     gop_s: float = 2.0
     threads: int | None = None
     poster: bool = True
+    thumbnails: bool = True
+    storyboard: StoryboardPolicy = field(default_factory=StoryboardPolicy)
+    chapters: bool = True
+    chapter_policy: ChapterPolicy = field(default_factory=ChapterPolicy)
     queue_depth: int = 8  # frames waiting per rung; bounds memory
 
     def __post_init__(self) -> None:
@@ -187,3 +199,13 @@ class TranscodeConfig:
             raise ConfigError("threads out of range", context={"threads": self.threads})
         if not 1 <= self.queue_depth <= 128:
             raise ConfigError("queue depth out of range", context={"queue_depth": self.queue_depth})
+        # The policies check their own values on construction; this catches a
+        # wrong type (e.g. None for "off", which the booleans say instead).
+        for name, value, kind in (
+            ("thumbnails", self.thumbnails, bool),
+            ("chapters", self.chapters, bool),
+            ("storyboard", self.storyboard, StoryboardPolicy),
+            ("chapter_policy", self.chapter_policy, ChapterPolicy),
+        ):
+            if not isinstance(value, kind):
+                raise ConfigError(f"{name} must be a {kind.__name__}", context={name: repr(value)[:80]})

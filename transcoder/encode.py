@@ -9,6 +9,7 @@ rungs with different frame rates share one decode.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from fractions import Fraction
 
 import av
@@ -133,8 +134,13 @@ class RungEncoder:
         interpolation: str,
         lookahead_thread: bool = True,
         colour: ScalerColour | None = None,
+        on_picture: Callable[[av.VideoFrame, Fraction, bool], None] | None = None,
     ) -> None:
         self.rung = rung
+        # Called in the owner thread with each output picture (scaled, or the
+        # last one reused: then True) and its first slot's time, before it is
+        # encoded; a frame tap such as the chapter detector (transcoder.chapters).
+        self._on_picture = on_picture
         self.gop_frames = ladder.gop_frames(rung)
         self.segmenter = segmenter
         # ``colour``: how the decoded frames differ from BT.709 limited range
@@ -307,6 +313,7 @@ class RungEncoder:
             self._last_scaled = None  # the picture changed since the last scaled frame
         if repeat <= 0:
             return
+        reused = self._last_scaled is not None
         if self._last_scaled is not None:
             # Equal to what was scaled last: the same output picture. Encoding
             # only reads it (pts and picture type are set again below).
@@ -315,6 +322,8 @@ class RungEncoder:
         else:
             frame = self.scaler.scale(source)
             self._last_scaled = frame
+        if self._on_picture is not None:
+            self._on_picture(frame, Fraction(self.frames_out) / self.rung.fps, reused)
         for index in range(repeat):
             if cancel is not None and index % _HOLD_CANCEL_CHECK == 0 and cancel.is_set():
                 raise CancelledError("stopped while holding the last frame", context={"rung": self.rung.name})

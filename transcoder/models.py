@@ -195,6 +195,43 @@ class RenditionResult:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ThumbnailsResult:
+    """The published storyboard: a WebVTT thumbnails track over JPEG sprite sheets.
+
+    Paths are relative to the destination. Thumbnail ``k`` shows the frame at
+    ``k * interval_s`` seconds and is tile ``k % (columns * rows)`` (row-major)
+    of sheet ``k // (columns * rows)``; each tile is ``tile_width`` x
+    ``tile_height``. ``image_playlist_uri`` is the same storyboard as an HLS
+    image media playlist (named by the master's ``EXT-X-IMAGE-STREAM-INF``).
+    """
+
+    vtt_uri: str
+    sheet_uris: tuple[str, ...]
+    image_playlist_uri: str | None
+    count: int
+    interval_s: int
+    tile_width: int
+    tile_height: int
+    columns: int
+    rows: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChaptersResult:
+    """The published chapters: a WebVTT chapters track and Apple's chapter JSON.
+
+    ``json_uri`` is what the master's ``EXT-X-SESSION-DATA``
+    (``com.apple.hls.chapters``) names. ``starts_s`` are the chapters' start
+    times in seconds (the first is 0), ``count`` how many there are.
+    """
+
+    vtt_uri: str
+    json_uri: str
+    count: int
+    starts_s: tuple[float, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TranscodeResult:
     """What ``transcode`` produced and what it cost."""
 
@@ -211,6 +248,9 @@ class TranscodeResult:
     # One per planned video rung, largest first: published or dropped, why,
     # and the measured rates the decision used (transcoder.pruning).
     rung_decisions: tuple[RungDecision, ...] = field(default=())
+    # None when turned off in the config (or no frame was decoded).
+    thumbnails: ThumbnailsResult | None = None
+    chapters: ChaptersResult | None = None
 
     @property
     def dropped_rungs(self) -> tuple[str, ...]:

@@ -5,6 +5,11 @@ Threads (named, one owner per FFmpeg object)::
     decoder ──► [queue per rung] ──► rung-<name>: scale, x264, segment ──► sink
             └─► [audio queue]    ──► audio: resample, AAC, segment      ──► sink
 
+The decoder thread also feeds the storyboard (thumbnail tiles, from decoded
+frames) and the smallest rung's thread the chapter detector (from its scaled
+pictures); their files are put after the playlists and before the master,
+which alone names them (:func:`~transcoder.publish.put_viewer_files`).
+
 Memory bound: ``queue_depth`` x rungs decoded frames (shared between rungs,
 so usually fewer), plus x264's lookahead per rung and one open segment per
 rendition; it does not grow with the input's length.
@@ -26,16 +31,18 @@ from dataclasses import dataclass
 
 import av
 
+from .chapters import ChapterDetector
 from .colour import colour_of
 from .config import TranscodeConfig
 from .errors import CancelledError, MediaError, TranscodeError
-from .models import Ladder, Progress, RenditionResult, SourceInfo
+from .models import ChaptersResult, Ladder, Progress, RenditionResult, SourceInfo, ThumbnailsResult
 from .output import OutputSink
 from .poster import PosterPicker
 from .probe import Source
 from .pruning import RungDecision
-from .publish import decide_rungs, discard_dropped, master_playlist, write_playlists
+from .publish import decide_rungs, discard_dropped, master_playlist, put_viewer_files, write_playlists
 from .stages import AudioStage, Control, DecodeStage, RungStage, Stage
+from .storyboard import Storyboard
 from .threadplan import ThreadPlan
 
 MASTER = "master.m3u8"
@@ -54,6 +61,8 @@ class LadderOutput:
     poster_uri: str | None
     files: tuple[str, ...]
     rung_decisions: tuple[RungDecision, ...] = ()
+    thumbnails: ThumbnailsResult | None = None
+    chapters: ChaptersResult | None = None
 
 
 class Coordinator:
@@ -86,6 +95,9 @@ class Coordinator:
         self._rungs: list[RungStage] = []
         self._audio: AudioStage | None = None
         self._poster: PosterPicker | None = None
+        self._storyboard: Storyboard | None = None
+        self._chapters: ChapterDetector | None = None
+        self._decode: DecodeStage | None = None
         self._stages: list[Stage] = []  # in start order
         self._started = time.monotonic()
 
@@ -111,6 +123,8 @@ class Coordinator:
         """Make every stage; each owns its FFmpeg objects from here on (see :meth:`_stop`)."""
         info, ladder, config = self.info, self.ladder, self.config
         colour = colour_of(info.video)  # decided once per run, from the probe
+        if config.chapters:
+            self._chapters = ChapterDetector(config.chapter_policy)
         for rung in ladder.rungs:
             self._rungs.append(
                 RungStage(
@@ -121,6 +135,11 @@ class Coordinator:
                     threads=self.threads,
                     colour=colour.scaler,
                     control=self.control,
+                    # The smallest rung's pictures: its scaler has done most of
+                    # the detector's downscale (0.1 ms a 640x360 frame against
+                    # 0.6 ms a decoded 1080p one), and its thread is the one
+                    # with the most slack, not the decoder on the critical path.
+                    chapters=self._chapters if rung is ladder.rungs[-1] else None,
                 )
             )
             self._stages.append(self._rungs[-1])
@@ -133,6 +152,13 @@ class Coordinator:
             # outlasts the camera would put them past the last frame.
             span_s = info.video.duration_s or info.duration_s
             self._poster = PosterPicker(span_s, *_poster_size(top.width, top.height), colour=colour.scaler)
+        if config.thumbnails:
+            # Planned from the probe's duration and the top rung's (display)
+            # size; tiles are cut from the decoded frames, read with the same
+            # colour as the rungs' scalers read them.
+            self._storyboard = Storyboard(
+                info.duration_s, top.width, top.height, policy=config.storyboard, colour=colour.scaler
+            )
         decode = DecodeStage(
             self.source,
             info,
@@ -142,7 +168,9 @@ class Coordinator:
             poster=self._poster,
             reuse_still_frames=config.encoder.reuse_still_frames,
             control=self.control,
+            storyboard=self._storyboard,
         )
+        self._decode = decode
         self._stages.insert(0, decode)
 
     def _run_stages(self) -> None:
@@ -190,12 +218,22 @@ class Coordinator:
             sink.put(POSTER, jpeg)
             poster_uri = POSTER
             files.append(POSTER)
+        # Every stage has ended (joined): the taps they fed are ours now.
+        assert self._decode is not None
+        end_s = self._decode.end_s
+        viewer = put_viewer_files(
+            self._storyboard.finish(end_s) if self._storyboard is not None else None,
+            self._chapters.finish(end_s) if self._chapters is not None else None,
+            sink,
+        )
+        files.extend(viewer.files)
         if self.progress is not None:
             self.progress(self._report("publishing", total_s, total_s))
         sink.flush()  # every object the master names is stored before it appears
         if self.control.cancel.is_set():
             raise CancelledError("the run was cancelled")
-        sink.publish(MASTER, master_playlist(renditions).encode())
+        master = master_playlist(renditions, session_data=viewer.session_data, image_streams=viewer.image_streams)
+        sink.publish(MASTER, master.encode())
         files.append(MASTER)
         if self.progress is not None:
             self.progress(self._report("done", total_s, total_s))
@@ -205,6 +243,8 @@ class Coordinator:
             poster_uri=poster_uri,
             files=tuple(files),
             rung_decisions=decisions,
+            thumbnails=viewer.thumbnails,
+            chapters=viewer.chapters,
         )
 
     def _report(self, phase: str, done_s: float, total_s: float) -> Progress:

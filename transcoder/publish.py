@@ -8,15 +8,19 @@ rates, durations and codecs come from the encoded segments themselves
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
 from . import hls
+from .chapters import APPLE_CHAPTERS_DATA_ID, ChapterOutput
 from .encode import RungEncoder
-from .models import AudioPlan, LoudnessResult, RenditionResult
+from .models import AudioPlan, ChaptersResult, LoudnessResult, RenditionResult, ThumbnailsResult
 from .output import OutputSink
 from .pruning import RungDecision, RungRates, prune_ladder
 from .segmenter import HlsSegmenter
+from .storyboard import StoryboardOutput
 
 
 def decide_rungs(
@@ -156,8 +160,90 @@ def _audio_rendition(
     )
 
 
-def master_playlist(renditions: tuple[RenditionResult, ...]) -> str:
-    """The master playlist: each video rendition a variant with its audio group's rates added."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ViewerFiles:
+    """What :func:`put_viewer_files` stored, and what the master must say about it."""
+
+    thumbnails: ThumbnailsResult | None
+    chapters: ChaptersResult | None
+    files: tuple[str, ...]  # relative to the output root, in the order they were put
+    session_data: tuple[hls.SessionData, ...]
+    image_streams: tuple[hls.ImageStreamEntry, ...]
+
+
+def put_viewer_files(
+    storyboard: StoryboardOutput | None, chapters: ChapterOutput | None, sink: OutputSink
+) -> ViewerFiles:
+    """Put the storyboard (sheets, then ``thumbnails.vtt`` and the image playlist) and the chapters.
+
+    Sheets go first so that no track or playlist is stored before what it
+    names. Nothing here is referenced by any playlist but the master (the
+    chapter JSON and the image playlist), which is written after these: a
+    failed run, which never writes the master, leaves nothing a player would
+    read, and the sink's abort removes them. Either input may be None (turned
+    off, or nothing decoded): it is then absent from every return value.
+    """
+    files: list[str] = []
+    thumbnails = None
+    image_streams: tuple[hls.ImageStreamEntry, ...] = ()
+    if storyboard is not None:
+        for item in storyboard.files:  # sheets first
+            sink.put(item.relpath, item.data)
+            files.append(item.relpath)
+        plan = storyboard.plan
+        thumbnails = ThumbnailsResult(
+            vtt_uri=storyboard.vtt.relpath,
+            sheet_uris=tuple(sheet.relpath for sheet in storyboard.sheets),
+            image_playlist_uri=storyboard.image_playlist.relpath,
+            count=storyboard.thumbnails,
+            interval_s=plan.interval_s,
+            tile_width=plan.tile_width,
+            tile_height=plan.tile_height,
+            columns=plan.columns,
+            rows=plan.rows,
+        )
+        image_streams = (
+            hls.ImageStreamEntry(
+                uri=storyboard.image_playlist.relpath,
+                bandwidth_bps=storyboard.image_bandwidth_bps,
+                width=plan.tile_width,
+                height=plan.tile_height,
+            ),
+        )
+    chapter_result = None
+    session_data: tuple[hls.SessionData, ...] = ()
+    if chapters is not None:
+        for item in chapters.files:
+            sink.put(item.relpath, item.data)
+            files.append(item.relpath)
+        chapter_result = ChaptersResult(
+            vtt_uri=chapters.vtt.relpath,
+            json_uri=chapters.json.relpath,
+            count=len(chapters.chapters),
+            starts_s=tuple(chapter.start_s for chapter in chapters.chapters),
+        )
+        session_data = (hls.SessionData(data_id=APPLE_CHAPTERS_DATA_ID, uri=chapters.json.relpath),)
+    return ViewerFiles(
+        thumbnails=thumbnails,
+        chapters=chapter_result,
+        files=tuple(files),
+        session_data=session_data,
+        image_streams=image_streams,
+    )
+
+
+def master_playlist(
+    renditions: tuple[RenditionResult, ...],
+    *,
+    session_data: Sequence[hls.SessionData] = (),
+    image_streams: Sequence[hls.ImageStreamEntry] = (),
+) -> str:
+    """The master playlist: each video rendition a variant with its audio group's rates added.
+
+    ``session_data`` and ``image_streams`` are passed through to
+    :func:`transcoder.hls.render_master_playlist` (the chapters and the
+    storyboard's image playlist, :func:`put_viewer_files`).
+    """
     audio = {r.name: r for r in renditions if r.kind == "audio"}
     audio_entries = [
         hls.AudioEntry(
@@ -188,4 +274,4 @@ def master_playlist(renditions: tuple[RenditionResult, ...]) -> str:
                 iframe_average_bandwidth_bps=hls.iframe_average_bps(r.segments) if r.iframe_playlist_uri else None,
             )
         )
-    return hls.render_master_playlist(variants, audio_entries)
+    return hls.render_master_playlist(variants, audio_entries, session_data=session_data, image_streams=image_streams)

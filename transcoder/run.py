@@ -111,6 +111,8 @@ def transcode(
         peak_rss_bytes=_peak_rss_bytes(),
         output_bytes=sum(r.size_bytes for r in output.renditions),
         rung_decisions=merge_decisions(ladder, prediction, output.rung_decisions),
+        thumbnails=output.thumbnails,
+        chapters=output.chapters,
     )
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import av
 
 from .audio import AudioEncoder
+from .chapters import ChapterDetector
 from .colour import ScalerColour
 from .config import TranscodeConfig
 from .decode import Decoder
@@ -33,6 +34,7 @@ from .poster import PosterPicker
 from .probe import Source
 from .segmenter import HlsSegmenter
 from .still import RepeatDetector
+from .storyboard import Storyboard
 from .threadplan import ThreadPlan
 from .threads import lower_thread_priority, name_os_thread
 
@@ -123,6 +125,10 @@ class DecodeStage(Stage):
 
     The :class:`Decoder` opens the input container, its decoders and filter
     graph inside :meth:`Decoder.run` and closes them when it returns or raises.
+
+    ``poster`` and ``storyboard`` are frame taps fed in this thread (neither
+    is thread-safe): the coordinator reads them only after this stage has
+    ended (``join``), as it does :attr:`end_s`.
     """
 
     def __init__(
@@ -136,11 +142,13 @@ class DecodeStage(Stage):
         poster: PosterPicker | None,
         reuse_still_frames: bool,
         control: Control,
+        storyboard: Storyboard | None = None,
     ) -> None:
         super().__init__("decoder", control)
         self._rung_queues = rung_queues
         self._audio_queue = audio_queue
         self._poster = poster
+        self._storyboard = storyboard
         self._repeats = RepeatDetector() if reuse_still_frames else None
         self._decoder = Decoder(
             source,
@@ -150,6 +158,11 @@ class DecodeStage(Stage):
             on_audio=self._on_audio if audio_queue is not None else None,
             cancel=control.cancel,
         )
+
+    @property
+    def end_s(self) -> Fraction:
+        """Where the timeline ends (the longer stream); final once the stage has ended."""
+        return self._decoder.end_s
 
     def work(self) -> None:
         self._decoder.run()
@@ -170,6 +183,10 @@ class DecodeStage(Stage):
             self.control.put(q, (frame, time_s, same))
         if self._poster is not None:
             self._poster.push(frame, time_s)
+        # A tile costs one small downscale per interval (a few ms per run),
+        # cut from the decoded frame: the sharpest picture there is.
+        if self._storyboard is not None:
+            self._storyboard.offer(frame, time_s)
 
     def _on_audio(self, frame: av.AudioFrame, time_s: Fraction) -> None:
         assert self._audio_queue is not None
@@ -189,7 +206,9 @@ class RungStage(Stage):
         threads: ThreadPlan,
         colour: ScalerColour | None,
         control: Control,
+        chapters: ChapterDetector | None = None,
     ) -> None:
+        """``chapters`` (one rung at most: it is not thread-safe) sees every output picture of this rung."""
         super().__init__(f"rung-{rung.name}", control, nice=threads.encoder_nice.get(rung.name, 0))
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=config.queue_depth)
         segmenter = HlsSegmenter(
@@ -209,6 +228,7 @@ class RungStage(Stage):
                 interpolation=config.encoder.scaler,
                 lookahead_thread=threads.x264_lookahead_thread,
                 colour=colour,
+                on_picture=chapters.offer if chapters is not None else None,
             )
         except BaseException:
             segmenter.abandon()

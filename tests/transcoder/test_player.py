@@ -9,6 +9,9 @@ top level, plays on for 1 s, seeks to 1 s before the end and waits for
 ``ended``; it reports hls.js events, errors and warnings, sizes, and two
 frames drawn from the <video> into a canvas.
 
+The page also reads the viewer files (thumbnails.vtt and one sprite it names,
+chapters.vtt and chapters.json) as a player page would.
+
 Needs Chromium and a cached hls.js: ``tests/support/player/setup.sh`` installs both
 (apt-get + npm into ``~/.cache/hls-transcoder-player``); without them every
 test here is skipped with the reason. ``$CHROMIUM`` picks the browser binary,
@@ -248,3 +251,28 @@ def decode_png(data: bytes) -> np.ndarray:
 
 def scaled(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
     return frame.reformat(width=width, height=height, format="rgb24").to_ndarray().astype(np.int16)
+
+
+def test_thumbnails_and_chapters_resolve_and_parse(played: dict[str, Any]) -> None:
+    """The page reads the viewer files next to the master: Chromium parses both WebVTT tracks, the sprite loads."""
+    viewer = played.get("viewer")
+    assert viewer is not None and not viewer["errors"], context(played)
+    cues = viewer["thumbnails"]
+    assert cues, context(played)  # thumbnails.vtt loaded and has cues
+    assert cues[0]["start"] == 0 and cues[-1]["end"] == pytest.approx(SECONDS, abs=0.05)
+    sprite = viewer["sprite"]
+    assert (sprite["status"], sprite["contentType"]) == (200, "image/jpeg"), sprite
+    assert sprite["url"].startswith("/media/storyboard/"), sprite
+    x, y, w, h = sprite["xywh"]
+    assert (w, h) == (160, 90)  # a 16:9 tile
+    assert x + w <= sprite["width"] and y + h <= sprite["height"], sprite  # the tile lies inside the decoded sheet
+    chapters = viewer["chaptersVtt"]
+    entries = viewer["chaptersJson"]["entries"]
+    assert chapters and len(chapters) == len(entries), viewer
+    assert viewer["chaptersJson"]["contentType"] == "application/json"
+    assert [c["start"] for c in chapters] == pytest.approx([e["start-time"] for e in entries], abs=0.001)
+    assert [c["text"] for c in chapters] == [e["titles"][0]["title"] for e in entries]
+    assert chapters[-1]["end"] == pytest.approx(SECONDS, abs=0.05)
+    served = dict(played["requests"])
+    assert served.get("/media/thumbnails.vtt") == 200 and served.get("/media/chapters.vtt") == 200
+    assert served.get(sprite["url"]) == 200

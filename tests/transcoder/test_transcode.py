@@ -311,7 +311,7 @@ def test_rendition_count(main: Run) -> None:
     assert len(master.playlists) == 3
     assert len(master.iframe_playlists) == 3
     assert [(m.type, m.group_id, m.uri) for m in master.media] == [("AUDIO", "audio", "audio/index.m3u8")]
-    assert sorted(p.name for p in main.out.iterdir() if p.is_dir()) == ["144p", "240p", "360p", "audio"]
+    assert sorted(p.name for p in main.out.iterdir() if p.is_dir()) == ["144p", "240p", "360p", "audio", "storyboard"]
 
 
 def _peak_and_average(run_: Run, rendition: str) -> tuple[float, float]:

@@ -52,6 +52,7 @@ CONTENT_TYPES = {
     ".aac": "audio/aac",
     ".vtt": "text/vtt",
     ".jpg": "image/jpeg",
+    ".json": "application/json",
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
 }
