@@ -16,10 +16,23 @@ import psutil
 from .budget import detect_budget
 from .config import TranscodeConfig
 from .errors import OutputError
+from .inventory import HashingSink
 from .ladder import plan_ladder
-from .models import TranscodeResult
-from .output import LocalDirectory, OutputSink
-from .pipeline import ProgressSink, run_ladder
+from .manifest import (
+    MANIFEST,
+    ChapterFacts,
+    LoudnessFacts,
+    ObjectEntry,
+    RunFacts,
+    SourceIdentity,
+    ThumbnailFacts,
+    build_manifest,
+    render_manifest,
+    sha256_hex,
+)
+from .models import Manifest, RenditionResult, TranscodeResult
+from .output import LocalDirectory, OutputSink, content_type_for
+from .pipeline import LadderOutput, ProgressSink, run_ladder
 from .prediction import merge_decisions, predict_still_ladder
 from .probe import Source, probe
 from .storage import S3Location, StorageConfig, is_s3_uri
@@ -94,8 +107,50 @@ def transcode(
             sink = LocalDirectory(destination)
         else:
             sink = destination
+        inventory = HashingSink(sink)
+        identity = _identity(source, opened)
+        manifests: list[Manifest] = []
+
+        def write_manifest(published: LadderOutput, master: bytes) -> list[str]:
+            """Store manifest.json: every object so far, the master about to be stored, the run's facts."""
+            cpu_now = process.cpu_times()
+            facts = RunFacts(
+                objects=inventory.objects(),
+                master=ObjectEntry(
+                    key=published.master_uri,
+                    size_bytes=len(master),
+                    sha256=sha256_hex(master),
+                    content_type=content_type_for(published.master_uri),
+                ),
+                renditions=published.renditions,
+                source=info,
+                identity=identity,
+                ladder=ladder,
+                encoder=config.encoder,
+                segment_format=config.segment_format,
+                engine_version=_engine_version(),
+                wall_s=time.monotonic() - started_wall,
+                cpu_s=(cpu_now.user - cpu_start.user) + (cpu_now.system - cpu_start.system),
+                poster_key=published.poster_uri,
+                thumbnails=_thumbnail_facts(published),
+                chapters=_chapter_facts(published),
+                loudness=_loudness_facts(published.renditions),
+            )
+            data = render_manifest(build_manifest(facts))
+            inventory.put(MANIFEST, data)
+            manifests.append(Manifest(key=MANIFEST, text=data.decode(), sha256=sha256_hex(data), size_bytes=len(data)))
+            return [MANIFEST]
+
         output = run_ladder(
-            opened, info, encoded, config=config, sink=sink, threads=threads, progress=progress, cancel=cancel
+            opened,
+            info,
+            encoded,
+            config=config,
+            sink=inventory,
+            threads=threads,
+            progress=progress,
+            cancel=cancel,
+            before_master=write_manifest,
         )
     cpu_end = process.cpu_times()
     cpu_s = (cpu_end.user - cpu_start.user) + (cpu_end.system - cpu_start.system)
@@ -111,6 +166,7 @@ def transcode(
         peak_rss_bytes=_peak_rss_bytes(),
         output_bytes=sum(r.size_bytes for r in output.renditions),
         rung_decisions=merge_decisions(ladder, prediction, output.rung_decisions),
+        manifest=manifests[-1] if manifests else None,
     )
 
 
@@ -159,6 +215,67 @@ class _Clients:
 
             self._client = make_client(self._storage)
         return self._client
+
+
+def _identity(source: Source, opened: Source) -> SourceIdentity:
+    """The source's identity for the manifest: its URI, size and ETag (S3) or modification time (a path)."""
+    etag = getattr(opened, "etag", None)  # an S3Reader pins the object's ETag
+    if etag is not None:
+        return SourceIdentity(
+            uri=str(getattr(opened, "uri", source)), size_bytes=getattr(opened, "size", None), etag=etag
+        )
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            stat = os.stat(source)
+        except OSError:
+            return SourceIdentity(uri=os.fspath(source), size_bytes=None)
+        return SourceIdentity(uri=os.fspath(source), size_bytes=stat.st_size, modified_s=stat.st_mtime)
+    return SourceIdentity(uri=None, size_bytes=None)  # a file object: the probe's size stands
+
+
+def _engine_version() -> str:
+    from . import __version__  # the package is fully imported by the time a run publishes
+
+    return __version__
+
+
+def _loudness_facts(renditions: tuple[RenditionResult, ...]) -> LoudnessFacts | None:
+    """Before/after loudness of the audio rendition, where the audio path measured it (``loudness``)."""
+    for rendition in renditions:
+        measured: Any = getattr(rendition, "loudness", None)
+        if rendition.kind == "audio" and measured is not None:
+            return LoudnessFacts(
+                target_lufs=getattr(measured, "target_lufs", None),
+                before_lufs=getattr(measured, "input_lufs", None),
+                after_lufs=getattr(measured, "output_lufs", None),
+            )
+    return None
+
+
+def _thumbnail_facts(output: LadderOutput) -> ThumbnailFacts | None:
+    """The storyboard the run published, if the output has one (``thumbnails``)."""
+    made: Any = getattr(output, "thumbnails", None)
+    if made is None:
+        return None
+    return ThumbnailFacts(
+        vtt_key=made.vtt_uri,
+        sheet_keys=tuple(made.sheet_uris),
+        image_playlist_key=made.image_playlist_uri,
+        count=made.count,
+        interval_s=made.interval_s,
+        tile_width=made.tile_width,
+        tile_height=made.tile_height,
+        columns=made.columns,
+        rows=made.rows,
+    )
+
+
+def _chapter_facts(output: LadderOutput) -> ChapterFacts | None:
+    """The chapters the run published, if the output has them (``chapters``)."""
+    made: Any = getattr(output, "chapters", None)
+    if made is None:
+        return None
+    return ChapterFacts(vtt_key=made.vtt_uri, json_key=made.json_uri, starts_s=tuple(made.starts_s))
 
 
 def _peak_rss_bytes() -> int:
