@@ -168,15 +168,17 @@ class _Handler(BaseHTTPRequestHandler):
         """Read the whole body now, so an early error still leaves the connection usable.
 
         An oversized body (flagged, answered 413) is read and dropped up to
-        ``MAX_DRAIN_BYTES``; beyond that the connection is closed instead.
+        ``MAX_DRAIN_BYTES`` past the limit; beyond that the connection is
+        closed instead.
         """
         try:
             length = max(0, int(self.headers.get("Content-Length") or 0))
         except ValueError:
             length = 0
-        if length <= self._body_limit():
+        limit = self._body_limit()
+        if length <= limit:
             return (self.rfile.read(length) if length else b""), False
-        if length > MAX_DRAIN_BYTES:
+        if length > limit + MAX_DRAIN_BYTES:
             self.close_connection = True  # the unread body would be taken for the next request
             return b"", True
         while length > 0:

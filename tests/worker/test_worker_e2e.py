@@ -207,7 +207,7 @@ def assert_manifest_reported(setup: Setup, video: dict[str, Any]) -> None:
     base = video["hls_path"].rsplit("/", 1)[0] + "/"
     stored = setup.s3.get_object(Bucket=setup.space.bucket, Key=base + "manifest.json")["Body"].read()
     reported = setup.api.store.video_manifest(video["id"])
-    assert reported == json.loads(stored)
+    assert reported is not None and reported == json.loads(stored)
     listed = sorted(base + entry["key"] for entry in reported["objects"])
     assert listed == [setup.space.prefix + key for key in setup.space.keys(setup.s3, base[len(setup.space.prefix) :])]
 
