@@ -67,8 +67,8 @@ __all__ = ["ReferenceServer", "main"]
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
-# ``complete`` may carry the ladder's manifest (~130 bytes per object: a 6 h
-# lecture's 4-rung ladder at 4 s segments lists ~27,000 objects, ~3.5 MB).
+# ``complete`` may carry the ladder's manifest (~150 bytes per object: a 6 h
+# lecture's 4-rung ladder at 4 s segments lists ~27,000 objects, ~4 MB).
 MAX_COMPLETE_BODY_BYTES = 16 * 1024 * 1024
 MAX_DRAIN_BYTES = 1024 * 1024
 DEFAULT_PORT = 8765
