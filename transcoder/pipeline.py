@@ -214,6 +214,8 @@ class Coordinator:
         if self.before_master is not None:
             files.extend(self.before_master(output, master))  # the manifest: after everything, before the master
             sink.flush()
+            if self.control.cancel.is_set():
+                raise CancelledError("the run was cancelled")
         sink.publish(MASTER, master)
         files.append(MASTER)
         if self.progress is not None:

@@ -23,6 +23,7 @@ from transcoder import (
     EncoderSettings,
     LadderPolicy,
     LocalDirectory,
+    OutputError,
     OutputSink,
     RenditionResult,
     RungSpec,
@@ -230,6 +231,23 @@ def test_a_dropped_rung_is_not_listed(clip: ClipFactory, tmp_path: Path) -> None
     dropped = result.dropped_rungs[0]
     assert any(path.startswith(f"{dropped}/") for kind, path in sink.calls if kind == "put")
     assert not any(e["key"].startswith(f"{dropped}/") for e in document["objects"])
+
+
+class _ManifestRefusingDirectory(LocalDirectory):
+    def put(self, relpath: str, data: bytes) -> None:
+        if relpath == MANIFEST:
+            raise OutputError("disk full", context={"path": relpath})
+        super().put(relpath, data)
+
+
+def test_a_manifest_that_cannot_be_stored_fails_the_run_and_publishes_nothing(
+    clip: ClipFactory, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(OutputError, match="disk full"):
+        transcode(clip(seconds=2.0), _ManifestRefusingDirectory(out), config=CONFIG)
+    assert [p for p in out.rglob("*") if p.is_file()] == []  # no master, and what the run wrote is gone
 
 
 def test_transcode_json_prints_the_stored_manifest(clip: ClipFactory, tmp_path: Path) -> None:
