@@ -62,6 +62,8 @@ def transcode(
     credential chain); the source is streamed by ranged GETs, the output
     uploaded as it is made. ``progress`` is called from the calling thread a
     few times a second. Setting ``cancel`` stops the run: nothing is published.
+    Just before the master playlist, ``manifest.json`` lists everything stored
+    (:mod:`transcoder.manifest`); it is returned as ``TranscodeResult.manifest``.
 
     Raises :class:`~transcoder.errors.InputError` for unusable input (before
     any output is written when the probe already shows it; a missing source

@@ -27,6 +27,7 @@ from transcoder import (
     OutputSink,
     RenditionResult,
     RungSpec,
+    S3Location,
     SegmentInfo,
     TranscodeConfig,
     plan_ladder,
@@ -277,8 +278,6 @@ def test_an_s3_run_lists_every_object_and_deleting_them_empties_the_prefix(
     s3.upload_file(str(source), space.bucket, space.key("in/source.mp4"))
     storage = fast_config(seaweed.endpoint)
     client = seaweed.client(config=storage)
-    from transcoder import S3Location
-
     s3_sink = S3Sink(client, S3Location.parse(space.uri("out/"), prefix=True), storage)
     sink = OrderSink(s3_sink)
     try:
