@@ -17,7 +17,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from .schema import load_openapi
+from .schema import load_openapi, schema_errors
 
 __all__ = [
     "PROGRESS_MIN_INTERVAL_S",
@@ -31,6 +31,7 @@ __all__ = [
     "RenditionReport",
     "Video",
     "VideoStatus",
+    "manifest_errors",
 ]
 
 # The same rules as the schemas in openapi.json (tests check they agree).
@@ -50,6 +51,38 @@ PROGRESS_MIN_INTERVAL_S: float = float(
 del _CONTRACT
 
 _E = TypeVar("_E", bound=StrEnum)
+
+
+def manifest_errors(document: Any) -> list[str]:
+    """Every way ``document`` breaks the contract's ``Manifest``: its schema, then the rules a schema cannot say.
+
+    The rules: keys are unique; only the manifest's own entry (the key named
+    by ``manifest``) has null ``bytes`` and ``sha256``, every other entry has
+    both; ``master`` and ``manifest`` are listed; ``total_bytes`` is the sum of
+    the listed sizes. Empty when it conforms.
+    """
+    contract = load_openapi()
+    errors = schema_errors(document, contract["components"]["schemas"]["Manifest"], contract, "$.manifest")
+    if errors:
+        return errors
+    own = document["manifest"]
+    keys = [entry["key"] for entry in document["objects"]]
+    if len(set(keys)) != len(keys):
+        errors.append("$.manifest.objects: a key is listed more than once")
+    for index, entry in enumerate(document["objects"]):
+        unsized = entry["bytes"] is None or entry["sha256"] is None
+        if unsized != (entry["key"] == own):
+            errors.append(
+                f"$.manifest.objects[{index}]: only the manifest's own entry has null bytes and sha256"
+                if unsized
+                else f"$.manifest.objects[{index}]: the manifest's own entry must have null bytes and sha256"
+            )
+    for name in ("master", "manifest"):
+        if document[name] not in keys:
+            errors.append(f"$.manifest.{name}: {document[name]!r} is not listed in objects")
+    if document["total_bytes"] != sum(entry["bytes"] or 0 for entry in document["objects"]):
+        errors.append("$.manifest.total_bytes: not the sum of the listed sizes")
+    return errors
 
 
 class JobState(StrEnum):
@@ -148,13 +181,17 @@ class CompletionReport:
 
     ``hls_path`` is the object key of the master playlist (relative, ending in
     ``.m3u8``); ``duration_s`` seconds of media; ``total_bytes`` every object
-    written. Rendition names must be unique.
+    written. Rendition names must be unique. ``manifest`` is the ladder's
+    ``manifest.json`` document (the contract's ``Manifest``; checked with
+    :func:`manifest_errors`), None for a ladder that has none. Treat it as
+    read-only.
     """
 
     hls_path: str
     duration_s: float
     renditions: tuple[RenditionReport, ...]
     total_bytes: int
+    manifest: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not (6 <= len(self.hls_path) <= 1024 and HLS_PATH_PATTERN.match(self.hls_path)):
@@ -172,14 +209,21 @@ class CompletionReport:
         if len(set(names)) != len(names):
             raise ValueError(f"rendition names must be unique: {names}")
         _positive_int(self.total_bytes, "total_bytes")
+        if self.manifest is not None:
+            errors = manifest_errors(self.manifest)
+            if errors:
+                raise ValueError("manifest: " + "; ".join(errors[:5]))
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "hls_path": self.hls_path,
             "duration_s": float(self.duration_s),
             "renditions": [rendition.to_json() for rendition in self.renditions],
             "total_bytes": self.total_bytes,
         }
+        if self.manifest is not None:
+            body["manifest"] = self.manifest
+        return body
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -32,6 +32,7 @@ defaults to the API token; not part of the contract)::
     POST /admin/v1/jobs/{job_id}/cancel     {}                                       -> 200 job
     POST /admin/v1/scan                     {"now": 1746090000.0}                    -> 200 {"transitions": [...]}
     GET  /admin/v1/jobs/{job_id}/history                                             -> 200 {"transitions": [...]}
+    GET  /admin/v1/videos/{video_id}/manifest                                        -> 200 manifest (404 if none)
     GET  /healthz (no auth)                                                          -> 200 {"ok": true}
 """
 
@@ -66,6 +67,9 @@ __all__ = ["ReferenceServer", "main"]
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
+# ``complete`` may carry the ladder's manifest (~150 bytes per object: a 6 h
+# lecture's 4-rung ladder at 4 s segments lists ~27,000 objects, ~4 MB).
+MAX_COMPLETE_BODY_BYTES = 16 * 1024 * 1024
 MAX_DRAIN_BYTES = 1024 * 1024
 DEFAULT_PORT = 8765
 TOKEN_ENV = "JOB_API_TOKEN"
@@ -82,6 +86,7 @@ _ADMIN_JOBS = re.compile(r"^/admin/v1/jobs$")
 _ADMIN_VIDEO_JOBS = re.compile(rf"^/admin/v1/videos/{_ID}/jobs$")
 _ADMIN_CANCEL = re.compile(rf"^/admin/v1/jobs/{_ID}/cancel$")
 _ADMIN_HISTORY = re.compile(rf"^/admin/v1/jobs/{_ID}/history$")
+_ADMIN_MANIFEST = re.compile(rf"^/admin/v1/videos/{_ID}/manifest$")
 _ADMIN_SCAN = re.compile(r"^/admin/v1/scan$")
 
 
@@ -163,15 +168,17 @@ class _Handler(BaseHTTPRequestHandler):
         """Read the whole body now, so an early error still leaves the connection usable.
 
         An oversized body (flagged, answered 413) is read and dropped up to
-        ``MAX_DRAIN_BYTES``; beyond that the connection is closed instead.
+        ``MAX_DRAIN_BYTES`` past the limit; beyond that the connection is
+        closed instead.
         """
         try:
             length = max(0, int(self.headers.get("Content-Length") or 0))
         except ValueError:
             length = 0
-        if length <= MAX_BODY_BYTES:
+        limit = self._body_limit()
+        if length <= limit:
             return (self.rfile.read(length) if length else b""), False
-        if length > MAX_DRAIN_BYTES:
+        if length > limit + MAX_DRAIN_BYTES:
             self.close_connection = True  # the unread body would be taken for the next request
             return b"", True
         while length > 0:
@@ -180,6 +187,9 @@ class _Handler(BaseHTTPRequestHandler):
                 break
             length -= len(chunk)
         return b"", True
+
+    def _body_limit(self) -> int:
+        return MAX_COMPLETE_BODY_BYTES if urlsplit(self.path).path.endswith("/complete") else MAX_BODY_BYTES
 
     def _route(self, method: str, raw: bytes, too_large: bool) -> tuple[int, Any, dict[str, str]]:
         app = self.app
@@ -217,7 +227,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise CallError(
                 413,
                 "payload_too_large",
-                f"request body is {self.headers.get('Content-Length')} bytes; the limit is {MAX_BODY_BYTES}",
+                f"request body is {self.headers.get('Content-Length')} bytes; the limit is {self._body_limit()}",
             )
         try:
             return _parse_json(raw)
@@ -245,6 +255,12 @@ class _Handler(BaseHTTPRequestHandler):
         if match := _ADMIN_HISTORY.match(path):
             self._allow(method, "GET")
             return 200, {"transitions": store.history(int(match[1]))}, {}
+        if match := _ADMIN_MANIFEST.match(path):
+            self._allow(method, "GET")
+            manifest = store.video_manifest(int(match[1]))
+            if manifest is None:
+                raise CallError(404, "not_found", f"video {match[1]} has no manifest")
+            return 200, manifest, {}
         self._allow(method, "POST")
         body = self._json_body(raw, too_large) if raw or too_large else {}
         if not isinstance(body, dict):

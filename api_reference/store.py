@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from os import PathLike
 from typing import Any
 
-from api_client.models import JobState, VideoStatus
+from api_client.models import JobState, VideoStatus, manifest_errors
 
 __all__ = ["CallError", "JobStore", "Outcome", "ScanTransition"]
 
@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS videos (
     duration_s REAL,
     total_bytes INTEGER,
     renditions TEXT NOT NULL DEFAULT '[]',
+    manifest TEXT,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
 );
@@ -167,6 +168,10 @@ def check_rules(action: str, body: Mapping[str, Any]) -> None:
             raise CallError(400, "invalid_request", f"{where}: width and height must both be set or both be null")
         if rendition["average_bandwidth_bps"] > rendition["bandwidth_bps"]:
             raise CallError(400, "invalid_request", f"{where}: average_bandwidth_bps exceeds the peak bandwidth_bps")
+    if body.get("manifest") is not None:
+        errors = manifest_errors(body["manifest"])
+        if errors:
+            raise CallError(400, "invalid_request", "; ".join(errors[:5]))
 
 
 class JobStore:
@@ -205,6 +210,9 @@ class JobStore:
             self._db.execute("PRAGMA synchronous = NORMAL")
         with self._lock:
             self._db.executescript(_SCHEMA)
+            columns = {row["name"] for row in self._db.execute("PRAGMA table_info(videos)")}
+            if "manifest" not in columns:  # a database made before videos kept their manifest
+                self._db.execute("ALTER TABLE videos ADD COLUMN manifest TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -346,6 +354,19 @@ class JobStore:
 
     # -------------------------------------------------------------- the contract
 
+    def video_manifest(self, video_id: int) -> dict[str, Any] | None:
+        """The manifest the completion that made the video READY carried (None: none, or no such video).
+
+        Kept out of the job's JSON: every POST answers with the job, and a
+        manifest lists thousands of objects.
+        """
+        with self._tx() as db:
+            row = db.execute("SELECT manifest FROM videos WHERE id = ?", (video_id,)).fetchone()
+        if row is None or row["manifest"] is None:
+            return None
+        manifest: dict[str, Any] = json.loads(row["manifest"])
+        return manifest
+
     def get_job(self, job_id: int) -> dict[str, Any]:
         """The job as GET returns it; ``CallError`` 404 if there is none."""
         with self._tx() as db:
@@ -442,13 +463,14 @@ class JobStore:
             self._set_job(db, job, now, "complete", JobState.SUCCEEDED, detail=hls_path, result_hls_path=hls_path)
             db.execute(
                 "UPDATE videos SET status = ?, hls_path = ?, duration_s = ?, total_bytes = ?, renditions = ?, "
-                "updated_at = ? WHERE id = ?",
+                "manifest = ?, updated_at = ? WHERE id = ?",
                 (
                     VideoStatus.READY.value,
                     hls_path,
                     float(body["duration_s"]),
                     int(body["total_bytes"]),
                     json.dumps(body["renditions"]),
+                    None if body.get("manifest") is None else json.dumps(body["manifest"], separators=(",", ":")),
                     now,
                     job["video_id"],
                 ),

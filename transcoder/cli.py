@@ -340,6 +340,14 @@ def _run(
         payload = jsonable(result)
         payload["master_path"] = _master_path(output, result.master_uri)
         payload["dropped_rungs"] = list(result.dropped_rungs)
+        # The manifest as stored (not its text as a string), with its own size and hash beside it.
+        if result.manifest is not None:
+            payload["manifest"] = result.manifest.document()
+            payload["manifest_file"] = {
+                "key": result.manifest.key,
+                "bytes": result.manifest.size_bytes,
+                "sha256": result.manifest.sha256,
+            }
         click.echo(json.dumps(payload, indent=2))
     else:
         click.echo(_result_table(result, output))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any
 
 from .pruning import RungDecision
 
@@ -232,6 +234,25 @@ class ChaptersResult:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Manifest:
+    """The stored ``manifest.json`` (:mod:`transcoder.manifest`): its key and its exact bytes.
+
+    ``text`` is the document exactly as stored (UTF-8 JSON); ``sha256`` and
+    ``size_bytes`` are those of its bytes, which the document itself cannot
+    hold. :meth:`document` parses a fresh copy.
+    """
+
+    key: str  # relative to the destination
+    text: str
+    sha256: str
+    size_bytes: int
+
+    def document(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.text)
+        return parsed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TranscodeResult:
     """What ``transcode`` produced and what it cost."""
 
@@ -251,6 +272,8 @@ class TranscodeResult:
     # None when turned off in the config (or no frame was decoded).
     thumbnails: ThumbnailsResult | None = None
     chapters: ChaptersResult | None = None
+    # What the run stored, listed with sizes and hashes; written before the master.
+    manifest: Manifest | None = None
 
     @property
     def dropped_rungs(self) -> tuple[str, ...]:

@@ -24,9 +24,10 @@ does it publish (:mod:`transcoder.publish`): the master playlist last.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import av
@@ -65,6 +66,12 @@ class LadderOutput:
     chapters: ChaptersResult | None = None
 
 
+# Called after every other object is stored and before the master playlist,
+# with what is about to be published and the master's bytes; returns the
+# paths it put through the sink (the manifest), which the coordinator flushes.
+BeforeMaster = Callable[[LadderOutput, bytes], Sequence[str]]
+
+
 class Coordinator:
     """Runs one ladder: builds the stages, runs them in threads, publishes. Single use.
 
@@ -83,6 +90,7 @@ class Coordinator:
         threads: ThreadPlan,
         progress: ProgressSink | None = None,
         cancel: threading.Event | None = None,
+        before_master: BeforeMaster | None = None,
     ) -> None:
         self.source = source
         self.info = info
@@ -91,6 +99,7 @@ class Coordinator:
         self.sink = sink
         self.threads = threads
         self.progress = progress
+        self.before_master = before_master
         self.control = Control(cancel or threading.Event())
         self._rungs: list[RungStage] = []
         self._audio: AudioStage | None = None
@@ -232,12 +241,10 @@ class Coordinator:
         sink.flush()  # every object the master names is stored before it appears
         if self.control.cancel.is_set():
             raise CancelledError("the run was cancelled")
-        master = master_playlist(renditions, session_data=viewer.session_data, image_streams=viewer.image_streams)
-        sink.publish(MASTER, master.encode())
-        files.append(MASTER)
-        if self.progress is not None:
-            self.progress(self._report("done", total_s, total_s))
-        return LadderOutput(
+        master = master_playlist(
+            renditions, session_data=viewer.session_data, image_streams=viewer.image_streams
+        ).encode()
+        output = LadderOutput(
             renditions=renditions,
             master_uri=MASTER,
             poster_uri=poster_uri,
@@ -246,6 +253,16 @@ class Coordinator:
             thumbnails=viewer.thumbnails,
             chapters=viewer.chapters,
         )
+        if self.before_master is not None:
+            files.extend(self.before_master(output, master))  # the manifest: after everything, before the master
+            sink.flush()
+            if self.control.cancel.is_set():
+                raise CancelledError("the run was cancelled")
+        sink.publish(MASTER, master)
+        files.append(MASTER)
+        if self.progress is not None:
+            self.progress(self._report("done", total_s, total_s))
+        return dataclasses.replace(output, files=tuple(files))
 
     def _report(self, phase: str, done_s: float, total_s: float) -> Progress:
         return _progress(phase, done_s, total_s, self._started)
@@ -261,16 +278,26 @@ def run_ladder(
     threads: ThreadPlan,
     progress: ProgressSink | None = None,
     cancel: threading.Event | None = None,
+    before_master: BeforeMaster | None = None,
 ) -> LadderOutput:
     """Transcode ``source`` into ``ladder`` and publish it through ``sink``.
 
-    Blocks until done. Raises a :class:`TranscodeError` (after undoing what was
+    ``before_master`` (see :data:`BeforeMaster`) writes the objects that must
+    come last but one (the manifest). Blocks until done. Raises a :class:`TranscodeError` (after undoing what was
     stored) on any failure, or :class:`CancelledError` when ``cancel`` is set.
     When it returns or raises, every thread the run started has ended and
     every FFmpeg object it made is closed.
     """
     coordinator = Coordinator(
-        source, info, ladder, config=config, sink=sink, threads=threads, progress=progress, cancel=cancel
+        source,
+        info,
+        ladder,
+        config=config,
+        sink=sink,
+        threads=threads,
+        progress=progress,
+        cancel=cancel,
+        before_master=before_master,
     )
     return coordinator.run()
 

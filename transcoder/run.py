@@ -16,10 +16,20 @@ import psutil
 from .budget import detect_budget
 from .config import TranscodeConfig
 from .errors import OutputError
+from .inventory import HashingSink
 from .ladder import plan_ladder
-from .models import TranscodeResult
-from .output import LocalDirectory, OutputSink
-from .pipeline import ProgressSink, run_ladder
+from .manifest import (
+    MANIFEST,
+    ObjectEntry,
+    RunFacts,
+    SourceIdentity,
+    build_manifest,
+    render_manifest,
+    sha256_hex,
+)
+from .models import LoudnessResult, Manifest, RenditionResult, TranscodeResult
+from .output import LocalDirectory, OutputSink, content_type_for
+from .pipeline import LadderOutput, ProgressSink, run_ladder
 from .prediction import merge_decisions, predict_still_ladder
 from .probe import Source, probe
 from .storage import S3Location, StorageConfig, is_s3_uri
@@ -49,6 +59,8 @@ def transcode(
     credential chain); the source is streamed by ranged GETs, the output
     uploaded as it is made. ``progress`` is called from the calling thread a
     few times a second. Setting ``cancel`` stops the run: nothing is published.
+    Just before the master playlist, ``manifest.json`` lists everything stored
+    (:mod:`transcoder.manifest`); it is returned as ``TranscodeResult.manifest``.
 
     Raises :class:`~transcoder.errors.InputError` for unusable input (before
     any output is written when the probe already shows it; a missing source
@@ -94,8 +106,50 @@ def transcode(
             sink = LocalDirectory(destination)
         else:
             sink = destination
+        inventory = HashingSink(sink)
+        identity = _identity(source, opened)
+        manifests: list[Manifest] = []
+
+        def write_manifest(published: LadderOutput, master: bytes) -> list[str]:
+            """Store manifest.json: every object so far, the master about to be stored, the run's facts."""
+            cpu_now = process.cpu_times()
+            facts = RunFacts(
+                objects=inventory.objects(),
+                master=ObjectEntry(
+                    key=published.master_uri,
+                    size_bytes=len(master),
+                    sha256=sha256_hex(master),
+                    content_type=content_type_for(published.master_uri),
+                ),
+                renditions=published.renditions,
+                source=info,
+                identity=identity,
+                ladder=ladder,
+                encoder=config.encoder,
+                segment_format=config.segment_format,
+                engine_version=_engine_version(),
+                wall_s=time.monotonic() - started_wall,
+                cpu_s=(cpu_now.user - cpu_start.user) + (cpu_now.system - cpu_start.system),
+                poster_key=published.poster_uri,
+                thumbnails=published.thumbnails,
+                chapters=published.chapters,
+                loudness=_loudness_of(published.renditions),
+            )
+            data = render_manifest(build_manifest(facts))
+            inventory.put(MANIFEST, data)
+            manifests.append(Manifest(key=MANIFEST, text=data.decode(), sha256=sha256_hex(data), size_bytes=len(data)))
+            return [MANIFEST]
+
         output = run_ladder(
-            opened, info, encoded, config=config, sink=sink, threads=threads, progress=progress, cancel=cancel
+            opened,
+            info,
+            encoded,
+            config=config,
+            sink=inventory,
+            threads=threads,
+            progress=progress,
+            cancel=cancel,
+            before_master=write_manifest,
         )
     cpu_end = process.cpu_times()
     cpu_s = (cpu_end.user - cpu_start.user) + (cpu_end.system - cpu_start.system)
@@ -113,6 +167,7 @@ def transcode(
         rung_decisions=merge_decisions(ladder, prediction, output.rung_decisions),
         thumbnails=output.thumbnails,
         chapters=output.chapters,
+        manifest=manifests[-1] if manifests else None,
     )
 
 
@@ -161,6 +216,33 @@ class _Clients:
 
             self._client = make_client(self._storage)
         return self._client
+
+
+def _identity(source: Source, opened: Source) -> SourceIdentity:
+    """The source's identity for the manifest: its URI, size and ETag (S3) or modification time (a path)."""
+    etag = getattr(opened, "etag", None)  # an S3Reader pins the object's ETag
+    if etag is not None:
+        return SourceIdentity(
+            uri=str(getattr(opened, "uri", source)), size_bytes=getattr(opened, "size", None), etag=etag
+        )
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            stat = os.stat(source)
+        except OSError:
+            return SourceIdentity(uri=os.fspath(source), size_bytes=None)
+        return SourceIdentity(uri=os.fspath(source), size_bytes=stat.st_size, modified_s=stat.st_mtime)
+    return SourceIdentity(uri=None, size_bytes=None)  # a file object: the probe's size stands
+
+
+def _engine_version() -> str:
+    from . import __version__  # the package is fully imported by the time a run publishes
+
+    return __version__
+
+
+def _loudness_of(renditions: tuple[RenditionResult, ...]) -> LoudnessResult | None:
+    """The audio rendition's measured loudness (None when normalisation was off or there is no audio)."""
+    return next((r.loudness for r in renditions if r.kind == "audio" and r.loudness is not None), None)
 
 
 def _peak_rss_bytes() -> int:

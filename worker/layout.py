@@ -33,9 +33,10 @@ from dataclasses import dataclass
 
 from .settings import OutputRoot
 
-__all__ = ["MASTER", "RunDir", "job_stem", "new_run_tag", "parse_run_dir"]
+__all__ = ["MANIFEST", "MASTER", "RunDir", "job_stem", "new_run_tag", "parse_run_dir"]
 
 MASTER = "master.m3u8"
+MANIFEST = "manifest.json"  # the engine's output manifest, stored just before the master
 _RUN_TAG = re.compile(r"^[0-9a-f]{8}$")
 _RUN_DIR = re.compile(r"^(?P<video>[1-9][0-9]*)/(?P<job>[1-9][0-9]*)-a(?P<attempt>[1-9][0-9]*)-(?P<tag>[0-9a-f]{8})/$")
 

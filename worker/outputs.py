@@ -8,12 +8,15 @@ API, ``transcoder.storage.objects``) and :class:`LocalStore` (a local directory,
 :func:`inspect_ladder` is the report of a stored ladder, and the check that it
 is whole: the master playlist parses, every playlist it names exists and
 parses and ends (``EXT-X-ENDLIST``), and every segment and init segment those
-name exists. :func:`find_complete_ladder` returns the newest run directory of
+name exists; when the engine's ``manifest.json`` is there (written just before
+the master), it is read back into the report and every object it lists must
+be stored with the listed size. :func:`find_complete_ladder` returns the newest run directory of
 the job whose ladder passes that check.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -22,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .layout import MASTER, RunDir, job_stem, parse_run_dir
+from .layout import MANIFEST, MASTER, RunDir, job_stem, parse_run_dir
 from .playlists import completion_report, parse_master, parse_media, resolve
 from .settings import OutputRoot
 
@@ -219,12 +222,37 @@ def inspect_ladder(store: Store, root: OutputRoot, run: RunDir) -> dict[str, Any
     duration = max(video_durations)
     if duration <= 0:
         raise IncompleteLadderError(f"{directory}: the variants have no duration")
-    return completion_report(
+    report = completion_report(
         master,
         hls_path=run.hls_path(root),
         duration_s=duration,
         total_bytes=sum(obj.size for obj in objects.values()),
     )
+    if directory + MANIFEST in objects:
+        report["manifest"] = _read_manifest(store, directory, objects)
+    return report
+
+
+def _read_manifest(store: Store, directory: str, objects: dict[str, StoredObject]) -> dict[str, Any]:
+    """The stored manifest, checked against the listing: every object it names is there with its size."""
+    try:
+        manifest = json.loads(_read_text(store, directory + MANIFEST))
+        listed = manifest["objects"]
+        for entry in listed:
+            stored = objects.get(directory + str(entry["key"]))
+            if stored is None:
+                raise IncompleteLadderError(f"{directory}: the manifest lists {entry['key']!r}, which is missing")
+            if entry["bytes"] is not None and stored.size != entry["bytes"]:
+                raise IncompleteLadderError(
+                    f"{directory}: {entry['key']!r} is {stored.size} bytes, the manifest says {entry['bytes']}"
+                )
+    except (ValueError, KeyError, TypeError) as exc:
+        if isinstance(exc, IncompleteLadderError):
+            raise
+        raise IncompleteLadderError(f"{directory}: {MANIFEST} is not a usable manifest: {exc!r}"[:300]) from exc
+    if not isinstance(manifest, dict):
+        raise IncompleteLadderError(f"{directory}: {MANIFEST} is not a JSON object")
+    return manifest
 
 
 def find_complete_ladder(

@@ -597,4 +597,5 @@ def _completion_report(data: Any) -> CompletionReport:
         duration_s=float(data["duration_s"]),
         renditions=tuple(RenditionReport.from_json(item, f"renditions[{i}]") for i, item in enumerate(renditions)),
         total_bytes=int(data["total_bytes"]),
+        manifest=data.get("manifest"),
     )

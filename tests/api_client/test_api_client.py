@@ -7,6 +7,7 @@ injected (``FakeTime``), so retry tests take no real sleeping time.
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import json
 import logging
@@ -36,6 +37,7 @@ from api_client import (
     RenditionReport,
     VideoStatus,
 )
+from api_client.models import manifest_errors
 from api_client.schema import load_openapi
 from api_reference import ReferenceServer
 
@@ -498,3 +500,45 @@ def test_rendition_report_checks_itself() -> None:
     for change, message in changes:
         with pytest.raises(ValueError, match=message):
             RenditionReport(**{**base, **change})
+
+
+def _contract_manifest() -> dict[str, Any]:
+    operation = load_openapi()["paths"]["/api/v1/video-jobs/{job_id}/complete"]["post"]
+    value: dict[str, Any] = operation["requestBody"]["content"]["application/json"]["examples"]["with_manifest"][
+        "value"
+    ]
+    return value
+
+
+def test_completion_report_carries_a_manifest_and_checks_it() -> None:
+    example = _contract_manifest()
+    report = CompletionReport(
+        hls_path=example["hls_path"],
+        duration_s=example["duration_s"],
+        renditions=tuple(RenditionReport.from_json(r) for r in example["renditions"]),
+        total_bytes=example["total_bytes"],
+        manifest=example["manifest"],
+    )
+    assert report.to_json()["manifest"] == example["manifest"]
+    assert "manifest" not in RESULT.to_json()  # none: the body has no field (older servers accept it)
+    assert manifest_errors(example["manifest"]) == []
+    broken = json.loads(json.dumps(example["manifest"]))
+    broken["objects"] = [e for e in broken["objects"] if e["key"] != "manifest.json"]
+    with pytest.raises(ValueError, match=r"manifest\.json.*not listed"):
+        CompletionReport(
+            hls_path=report.hls_path,
+            duration_s=report.duration_s,
+            renditions=report.renditions,
+            total_bytes=report.total_bytes,
+            manifest=broken,
+        )
+
+
+def test_report_complete_sends_the_manifest(server: ReferenceServer, client: JobApiClient) -> None:
+    example = _contract_manifest()
+    job_id = server.create_job(SOURCE)
+    client.report_started(job_id, attempt=1, batch_job_id="b-1")
+    result = dataclasses.replace(RESULT, manifest=example["manifest"])
+    job = client.report_complete(job_id, attempt=1, result=result)
+    assert job.state is JobState.SUCCEEDED
+    assert server.store.video_manifest(job.video.id) == example["manifest"]

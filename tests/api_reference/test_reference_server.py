@@ -27,6 +27,7 @@ import urllib3
 from api_client.models import BATCH_JOB_ID_PATTERN, CODE_PATTERN, HLS_PATH_PATTERN, RENDITION_NAME_PATTERN
 from api_client.schema import load_openapi, resolve, schema_errors
 from api_reference import ReferenceServer
+from api_reference.server import MAX_COMPLETE_BODY_BYTES
 
 TOKEN = "test-token-5f3c9a1e7d2b4c68"
 ADMIN_TOKEN = "admin-token-0b1c2d3e4f5a6b7c"
@@ -550,7 +551,7 @@ def test_protocol_errors(server: ReferenceServer, api: Api) -> None:
         assert reply.status == 400 and reply.body["error"]["code"] == "invalid_request"
     huge = api.request("POST", path, raw=b" " * (64 * 1024 + 1))
     assert huge.status == 413 and huge.body["error"]["code"] == "payload_too_large"
-    hopeless = api.request("POST", path, raw=b" " * (1024 * 1024 + 1))  # too big even to drain
+    hopeless = api.request("POST", path, raw=b" " * (64 * 1024 + 1024 * 1024 + 1))  # too big even to drain
     assert hopeless.status == 413 and hopeless.headers.get("Connection") == "close"
     assert api.get(987654).status == 404
     assert api.get(987654).body["error"]["code"] == "job_not_found"
@@ -686,8 +687,9 @@ def _provoke(action: str, status: int, code: str, server: ReferenceServer, api: 
         return api.post(job_in("RUNNING", server, api), action, {}, token=None)
     if status == 404:
         return api.post(424242, action, {})
-    if status == 413:
-        return api.request("POST", path.format(job_in("RUNNING", server, api)), raw=b"0" * 70000)
+    if status == 413:  # complete may carry a manifest: its limit is larger
+        size = MAX_COMPLETE_BODY_BYTES + 1 if action == "complete" else 70000
+        return api.request("POST", path.format(job_in("RUNNING", server, api)), raw=b"0" * size)
     if code == "idempotency_key_required":
         return api.post(job_in("RUNNING", server, api), action, {}, key=None)
     if code == "invalid_request":
@@ -799,3 +801,68 @@ def test_api_client_and_the_reference_server_import_neither_transcoder_nor_worke
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
+
+
+# --------------------------------------------------------------- the manifest
+
+
+def _example_manifest() -> dict[str, Any]:
+    """The contract's own example: a real engine manifest (a fresh copy)."""
+    operation = DOC["paths"]["/api/v1/video-jobs/{job_id}/complete"]["post"]
+    manifest: dict[str, Any] = operation["requestBody"]["content"]["application/json"]["examples"]["with_manifest"][
+        "value"
+    ]["manifest"]
+    copy: dict[str, Any] = json.loads(json.dumps(manifest))
+    return copy
+
+
+def _with_segments(manifest: dict[str, Any], count: int) -> dict[str, Any]:
+    """``manifest`` listing ``count`` more segments (a long lecture's ladder), still consistent."""
+    extra = [
+        {"key": f"180p/seg_{1000 + i:05d}.ts", "bytes": 50_000, "sha256": f"{i:064x}", "content_type": "video/mp2t"}
+        for i in range(count)
+    ]
+    manifest["objects"] = sorted(manifest["objects"] + extra, key=lambda entry: entry["key"])
+    manifest["total_bytes"] += 50_000 * count
+    return manifest
+
+
+def test_complete_stores_the_manifest_and_keeps_it_out_of_the_job(server: ReferenceServer, api: Api) -> None:
+    job_id = job_in("RUNNING", server, api)
+    manifest = _with_segments(_example_manifest(), 2000)  # a body well over the other calls' 64 KiB limit
+    assert len(json.dumps(manifest)) > 200 * 1024
+    reply = api.complete(job_id, manifest=manifest)
+    assert reply.status == 200, reply.body
+    assert "manifest" not in reply.body["video"]  # every POST answers with the job: it stays small
+    video_id = reply.body["video"]["id"]
+    assert server.store.video_manifest(video_id) == manifest
+    admin = api.request("GET", f"/admin/v1/videos/{video_id}/manifest", token=ADMIN_TOKEN)
+    assert admin.status == 200 and admin.body == manifest
+    queued = api.job(job_in("QUEUED", server, api))["video"]["id"]
+    nothing = api.request("GET", f"/admin/v1/videos/{queued}/manifest", token=ADMIN_TOKEN)
+    assert nothing.status == 404
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda m: m["objects"][0].update(bytes=None, sha256=None), "only the manifest's own entry"),
+        (
+            lambda m: next(e for e in m["objects"] if e["key"] == "manifest.json").update(bytes=1, sha256="0" * 64),
+            "own entry must have null",
+        ),
+        (lambda m: m["objects"].append(dict(m["objects"][0])), "more than once"),
+        (lambda m: m.update(total_bytes=m["total_bytes"] + 1), "total_bytes"),
+        (lambda m: m.update(objects=[e for e in m["objects"] if e["key"] != "master.m3u8"]), "not listed"),
+        (lambda m: m["objects"][0].update(sha256="xyz"), "does not match"),
+        (lambda m: m.update(version=2), "must be 1"),
+    ],
+)
+def test_a_manifest_breaking_the_contract_is_refused(
+    server: ReferenceServer, api: Api, change: Any, message: str
+) -> None:
+    manifest = _example_manifest()
+    change(manifest)
+    reply = api.complete(job_in("RUNNING", server, api), manifest=manifest)
+    assert reply.status == 400 and reply.body["error"]["code"] == "invalid_request"
+    assert message in reply.body["error"]["message"]

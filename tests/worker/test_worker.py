@@ -426,6 +426,35 @@ def test_a_ladder_with_a_broken_master_is_not_whole(ladder_root: Path, tmp_path:
         inspect_ladder(LocalStore(tmp_path), OutputRoot(None, f"{tmp_path}/"), run)
 
 
+def test_a_stored_ladder_reports_its_manifest_and_is_checked_against_it(ladder_root: Path, tmp_path: Path) -> None:
+    run = RunDir(video_id=7, job_id=42, attempt=1, run_tag="0000000a")
+    root = OutputRoot(None, f"{ladder_root}/")
+    body = inspect_ladder(LocalStore(ladder_root), root, run)
+    stored = (ladder_root / run.relative / "manifest.json").read_bytes()
+    assert body["manifest"] == json.loads(stored)
+    CompletionReport(  # the contract accepts the report as the worker sends it
+        hls_path=body["hls_path"],
+        duration_s=body["duration_s"],
+        renditions=tuple(RenditionReport.from_json(r) for r in body["renditions"]),
+        total_bytes=body["total_bytes"],
+        manifest=body["manifest"],
+    )
+
+    # An object the manifest lists is gone (the master's playlists and segments are all there): not whole.
+    _copy_tree(ladder_root / run.relative, tmp_path / run.relative)
+    (tmp_path / run.relative / "poster.jpg").unlink()
+    with pytest.raises(IncompleteLadderError, match=r"lists .poster\.jpg., which is missing"):
+        inspect_ladder(LocalStore(tmp_path), OutputRoot(None, f"{tmp_path}/"), run)
+    # A listed object of another size: not whole either.
+    (tmp_path / run.relative / "poster.jpg").write_bytes(b"not the poster")
+    with pytest.raises(IncompleteLadderError, match="the manifest says"):
+        inspect_ladder(LocalStore(tmp_path), OutputRoot(None, f"{tmp_path}/"), run)
+    # A ladder without a manifest (an older engine) still reads back, with none.
+    (tmp_path / run.relative / "poster.jpg").write_bytes((ladder_root / run.relative / "poster.jpg").read_bytes())
+    (tmp_path / run.relative / "manifest.json").unlink()
+    assert "manifest" not in inspect_ladder(LocalStore(tmp_path), OutputRoot(None, f"{tmp_path}/"), run)
+
+
 def _copy_tree(source: Path, target: Path) -> None:
     for path in source.rglob("*"):
         if path.is_file():

@@ -201,6 +201,17 @@ def api_proxy(api: ReferenceServer) -> FaultProxy:
     return FaultProxy(int(api.url.rsplit(":", 1)[1]))
 
 
+def assert_manifest_reported(setup: Setup, video: dict[str, Any]) -> None:
+    """``complete`` carried the ladder's manifest: the API stored exactly the manifest.json in the bucket,
+    and it lists every object under the ladder's prefix."""
+    base = video["hls_path"].rsplit("/", 1)[0] + "/"
+    stored = setup.s3.get_object(Bucket=setup.space.bucket, Key=base + "manifest.json")["Body"].read()
+    reported = setup.api.store.video_manifest(video["id"])
+    assert reported is not None and reported == json.loads(stored)
+    listed = sorted(base + entry["key"] for entry in reported["objects"])
+    assert listed == [setup.space.prefix + key for key in setup.space.keys(setup.s3, base[len(setup.space.prefix) :])]
+
+
 def first_transcoding_progress(record: dict[str, Any]) -> bool:
     return record.get("event") == "progress" and record.get("phase") == "transcoding"
 
@@ -236,6 +247,7 @@ def test_happy_path_then_reruns_touch_nothing(setup: Setup) -> None:
     assert video["total_bytes"] == sum(
         obj["Size"] for obj in setup.s3.list_objects_v2(Bucket=setup.space.bucket, Prefix=base).get("Contents", [])
     )
+    assert_manifest_reported(setup, video)
 
     # Progress reached the API (posted, and recorded on the job).
     # (at least the first: later phases wait for the contract's least gap, and a fast run may end first)
@@ -296,6 +308,7 @@ def test_killed_after_uploading_before_completing_then_rerun_adopts_the_ladder(s
     assert job["state"] == "SUCCEEDED"
     assert setup.space.prefix + masters[0] == job["video"]["hls_path"]
     assert "-a1-" in job["video"]["hls_path"]
+    assert_manifest_reported(setup, job["video"])  # read back from the adopted ladder
 
 
 def test_sigterm_mid_encode_reports_a_retryable_failure_and_publishes_nothing(setup: Setup) -> None:
