@@ -127,11 +127,14 @@ def run_ladder(
     threads: ThreadPlan,
     progress: ProgressSink | None = None,
     cancel: threading.Event | None = None,
+    still: bool = False,
 ) -> LadderOutput:
     """Transcode ``source`` into ``ladder`` and publish it through ``sink``.
 
-    Blocks until done. Raises a :class:`TranscodeError` (after undoing what was
-    stored) on any failure, or :class:`CancelledError` when ``cancel`` is set.
+    ``still``: encode every rung with a still source's x264 settings
+    (:func:`~transcoder.encode.x264_options`). Blocks until done. Raises a
+    :class:`TranscodeError` (after undoing what was stored) on any failure,
+    or :class:`CancelledError` when ``cancel`` is set.
     """
     cancel = cancel or threading.Event()
     coordinator = _Coordinator(cancel)
@@ -181,6 +184,7 @@ def run_ladder(
                     # Rungs fed by the decoder convert the source's colour;
                     # cascaded rungs get frames their parent already converted.
                     colour=colour.scaler if parents[index] is None else None,
+                    still=still,
                 )
             )
         audio_encoder: AudioEncoder | None = None
