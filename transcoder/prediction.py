@@ -28,8 +28,9 @@ on the predicted rates with ``PREDICTION_MARGIN`` of the minimum saving: the
 prediction may be off, the measured rule is not.
 
 A source that passes the gate is *still* (:attr:`LadderPrediction.still`):
-its rungs, and the samples above, are encoded with the still x264 settings
-(:data:`~transcoder.still.STILL_X264_PARAMS`). The gate looks at the whole
+its rungs are encoded with the still x264 settings
+(:data:`~transcoder.still.STILL_X264_PARAMS`; the samples above keep the
+preset's, see :func:`_still_run_bytes`). The gate looks at the whole
 file: a screen recording with a short stretch of motion (a video clip in a
 slide) passes if its average stays under the limit, and that stretch is then
 coded with whole-pixel motion and no B-frames (more bits or, at the rung's
@@ -243,9 +244,12 @@ def _still_run_bytes(rung: Rung, ladder: Ladder, frame: av.VideoFrame, config: T
     cc.thread_type = "FRAME"
     cc.thread_count = 1
     cc.bit_rate = rung.bitrate_kbps * 1000
-    # Sampled only for a still source: coded as its rungs will be.
-    still = config.encoder.still_settings
-    cc.options = x264_options(rung, gop_frames=gop, preset=config.encoder.preset, crf=config.encoder.crf, still=still)
+    # The preset's settings, not the still ones the rungs are then encoded
+    # with: only the rungs' costs relative to each other matter, and with
+    # still settings the samples overstated the 480p rung's saving (16.7%
+    # predicted against ~8% measured on the bench's screen recording, so it
+    # was encoded and then dropped); with the preset's they put it at 9-11%.
+    cc.options = x264_options(rung, gop_frames=gop, preset=config.encoder.preset, crf=config.encoder.crf)
     scaled = Scaler(rung.width, rung.height, interpolation=config.encoder.scaler).scale(frame)
     run = min(gop, STILL_RUN_FRAMES)
     sizes: list[int] = []
