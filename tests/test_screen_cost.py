@@ -89,23 +89,24 @@ def test_a_still_source_is_encoded_with_the_still_settings(screen: Path, tmp_pat
             assert settings["threads"] == str(plan.encoder_threads[name]), name
 
 
-def test_a_moving_source_keeps_every_byte(clip: ClipFactory, tmp_path: Path) -> None:
-    # Noise and motion: the gate says the source moves, so the switch changes nothing.
+def test_a_moving_source_keeps_the_presets_settings(clip: ClipFactory, tmp_path: Path) -> None:
+    # Noise and motion: the gate says the source moves, so the switch changes nothing
+    # x264 is given. (Compared through x264's own settings string, every option and
+    # the thread count included, rather than the output bytes: two runs of the same
+    # settings can differ in rare runs on a loaded machine, bench/NOTES.md.)
     source = clip(seconds=1.0, width=640, height=360)
     info = transcoder.probe(source)
     assert still_gate(source, info, TWO_RUNGS)[1] == "the source moves"
-    outputs = {}
+    settings: dict[bool, dict[str, list[dict[str, str]]]] = {}
     for still_settings in (True, False):
         out = tmp_path / str(still_settings)
         result = transcode(source, out, config=_config(still_settings=still_settings))
         names = [r.name for r in result.renditions if r.kind == "video"]
         assert names == ["360p", "180p"]
-        outputs[still_settings] = {name: [p.read_bytes() for p in _segments(out, name)] for name in names}
-        for name in names:
-            settings = _x264_settings(_segments(out, name)[0])
-            assert settings["bframes"] == "3" and settings["subme"] == "2", name
-    assert outputs[True] == outputs[False]
-    assert all(outputs[True].values())
+        settings[still_settings] = {name: [_x264_settings(p) for p in _segments(out, name)] for name in names}
+    assert settings[True] == settings[False]
+    for name, per_segment in settings[True].items():
+        assert len(per_segment) == 1 and per_segment[0]["bframes"] == "3" and per_segment[0]["subme"] == "2", name
 
 
 def _rung(name: str, width: int, height: int) -> Rung:
