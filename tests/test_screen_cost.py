@@ -91,9 +91,9 @@ def test_a_still_source_is_encoded_with_the_still_settings(screen: Path, tmp_pat
 
 def test_a_moving_source_keeps_the_presets_settings(clip: ClipFactory, tmp_path: Path) -> None:
     # Noise and motion: the gate says the source moves, so the switch changes nothing
-    # x264 is given. (Compared through x264's own settings string, every option and
-    # the thread count included, rather than the output bytes: two runs of the same
-    # settings can differ in rare runs on a loaded machine, bench/NOTES.md.)
+    # x264 is given: its own settings string, every option and the thread count
+    # included. (Not the bytes: two runs of this 2-rung ladder with 3 frame threads
+    # per rung differ on a loaded machine whatever the switch, bench/NOTES.md.)
     source = clip(seconds=1.0, width=640, height=360)
     info = transcoder.probe(source)
     assert still_gate(source, info, TWO_RUNGS)[1] == "the source moves"
