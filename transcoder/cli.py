@@ -45,7 +45,7 @@ from .encode import x264_options
 from .errors import CancelledError, ConfigError, InputError, MediaError, OutputError, TranscodeError
 from .ladder import plan_ladder
 from .models import Ladder, Progress, SourceInfo, TranscodeResult
-from .prediction import PREDICTED
+from .prediction import PREDICTED, still_gate
 from .probe import probe
 from .run import open_source, transcode
 from .storage import S3Location, StorageConfig, StorageError, is_s3_uri
@@ -233,13 +233,15 @@ def _plan(source: Path | str, config: TranscodeConfig, storage: StorageConfig, a
     try:
         with open_source(source, storage=storage) as opened:
             info = probe(opened, limits=config.limits)
+            # The still gate reads only the index: what a run would encode with.
+            still = not still_gate(opened, info, config.ladder)[1] and config.encoder.still_settings
         ladder = plan_ladder(info, config.ladder, gop_s=config.gop_s, segment_s=config.segment_s)
     except Exception as exc:
         return _fail(exc)
-    threads = plan_threads(ladder, detect_budget(config.threads), preset=config.encoder.preset)
+    threads = plan_threads(ladder, detect_budget(config.threads), preset=config.encoder.preset, still=still)
     settings = {
         rung.name: x264_options(
-            rung, gop_frames=ladder.gop_frames(rung), preset=config.encoder.preset, crf=config.encoder.crf
+            rung, gop_frames=ladder.gop_frames(rung), preset=config.encoder.preset, crf=config.encoder.crf, still=still
         )
         for rung in ladder.rungs
     }

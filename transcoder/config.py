@@ -146,6 +146,10 @@ class EncoderSettings:
     # A decoded frame equal to the previous one reuses each rung's last scaled
     # frame instead of being scaled again (transcoder.still). Same output bytes.
     reuse_still_frames: bool = True
+    # A source the still gate passes (transcoder.prediction) is encoded with
+    # transcoder.still.STILL_X264_PARAMS and one x264 thread per rung where the
+    # rungs fill the budget. False: the preset's settings and the usual plan.
+    still_settings: bool = True
 
     def __post_init__(self) -> None:
         if self.preset not in X264_PRESETS:

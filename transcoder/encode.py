@@ -23,6 +23,7 @@ from .hold import StillGop, encode_still_gop, parameter_sets
 from .models import Ladder, Rung
 from .scale import Scaler
 from .segmenter import HlsSegmenter, exact_segment_s
+from .still import STILL_X264_PARAMS
 
 # Applied before opening x264. Scene-cut keyframes off and min-keyint = keyint:
 # every rung then has IDRs exactly every GOP, at the same timestamps, so
@@ -30,8 +31,17 @@ from .segmenter import HlsSegmenter, exact_segment_s
 _X264_PARAMS = "keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0"
 
 
-def x264_options(rung: Rung, *, gop_frames: int, preset: str, crf: int) -> dict[str, str]:
-    """The exact libx264 options of ``rung`` (shown by ``transcode --plan``)."""
+def x264_options(rung: Rung, *, gop_frames: int, preset: str, crf: int, still: bool = False) -> dict[str, str]:
+    """The exact libx264 options of ``rung`` (shown by ``transcode --plan``).
+
+    ``still``: the source is still (slides, a screen recording: the index
+    gate of :mod:`transcoder.prediction`); :data:`~transcoder.still.STILL_X264_PARAMS`
+    are added. Without it the options are the preset's, as the ffmpeg CLI
+    would be given them.
+    """
+    params = _X264_PARAMS.format(gop=gop_frames)
+    if still:
+        params += ":" + STILL_X264_PARAMS
     return {
         "preset": preset,
         "profile": rung.profile,
@@ -39,18 +49,20 @@ def x264_options(rung: Rung, *, gop_frames: int, preset: str, crf: int) -> dict[
         "crf": str(crf),
         "maxrate": str(rung.maxrate_kbps * 1000),
         "bufsize": str(rung.bufsize_kbps * 1000),
-        "x264-params": _X264_PARAMS.format(gop=gop_frames),
+        "x264-params": params,
         "forced-idr": "1",
     }
 
 
-def codec_options(rung: Rung, *, gop_frames: int, preset: str, crf: int, lookahead_thread: bool) -> dict[str, str]:
+def codec_options(
+    rung: Rung, *, gop_frames: int, preset: str, crf: int, lookahead_thread: bool, still: bool = False
+) -> dict[str, str]:
     """:func:`x264_options` plus the threading choices of the plan that are x264 parameters.
 
     ``lookahead_thread=False`` adds ``sync-lookahead=0`` (ThreadPlan.x264_lookahead_thread):
     a threading choice like the frame-thread count, not a coding one.
     """
-    options = x264_options(rung, gop_frames=gop_frames, preset=preset, crf=crf)
+    options = x264_options(rung, gop_frames=gop_frames, preset=preset, crf=crf, still=still)
     if not lookahead_thread:
         options["x264-params"] += ":sync-lookahead=0"
     return options
@@ -135,6 +147,7 @@ class RungEncoder:
         lookahead_thread: bool = True,
         colour: ScalerColour | None = None,
         on_picture: Callable[[av.VideoFrame, Fraction, bool], None] | None = None,
+        still: bool = False,
     ) -> None:
         self.rung = rung
         # Called in the owner thread with each output picture (scaled, or the
@@ -175,7 +188,12 @@ class RungEncoder:
         cc.colorspace = OUTPUT_MATRIX
         cc.color_range = OUTPUT_RANGE
         self._options = codec_options(
-            rung, gop_frames=self.gop_frames, preset=preset, crf=crf, lookahead_thread=lookahead_thread
+            rung,
+            gop_frames=self.gop_frames,
+            preset=preset,
+            crf=crf,
+            lookahead_thread=lookahead_thread,
+            still=still,  # a still source's settings (x264_options)
         )
         cc.options = dict(self._options)
         self._stream: VideoStream | None = stream

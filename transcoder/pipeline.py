@@ -91,8 +91,10 @@ class Coordinator:
         progress: ProgressSink | None = None,
         cancel: threading.Event | None = None,
         before_master: BeforeMaster | None = None,
+        still: bool = False,
     ) -> None:
         self.source = source
+        self.still = still  # a still source's x264 settings on every rung (transcoder.still)
         self.info = info
         self.ladder = ladder
         self.config = config
@@ -149,6 +151,7 @@ class Coordinator:
                     # 0.6 ms a decoded 1080p one), and its thread is the one
                     # with the most slack, not the decoder on the critical path.
                     chapters=self._chapters if rung is ladder.rungs[-1] else None,
+                    still=self.still,
                 )
             )
             self._stages.append(self._rungs[-1])
@@ -279,11 +282,14 @@ def run_ladder(
     progress: ProgressSink | None = None,
     cancel: threading.Event | None = None,
     before_master: BeforeMaster | None = None,
+    still: bool = False,
 ) -> LadderOutput:
     """Transcode ``source`` into ``ladder`` and publish it through ``sink``.
 
     ``before_master`` (see :data:`BeforeMaster`) writes the objects that must
-    come last but one (the manifest). Blocks until done. Raises a :class:`TranscodeError` (after undoing what was
+    come last but one (the manifest). ``still``: encode every rung with a still
+    source's x264 settings (:func:`~transcoder.encode.x264_options`). Blocks
+    until done. Raises a :class:`TranscodeError` (after undoing what was
     stored) on any failure, or :class:`CancelledError` when ``cancel`` is set.
     When it returns or raises, every thread the run started has ended and
     every FFmpeg object it made is closed.
@@ -298,6 +304,7 @@ def run_ladder(
         progress=progress,
         cancel=cancel,
         before_master=before_master,
+        still=still,
     )
     return coordinator.run()
 

@@ -26,6 +26,15 @@ Two steps:
 A rung is left out only when :func:`~transcoder.pruning.prune_ladder` drops it
 on the predicted rates with ``PREDICTION_MARGIN`` of the minimum saving: the
 prediction may be off, the measured rule is not.
+
+A source that passes the gate is *still* (:attr:`LadderPrediction.still`):
+its rungs are encoded with the still x264 settings
+(:data:`~transcoder.still.STILL_X264_PARAMS`; the samples above keep the
+preset's, see :func:`_still_run_bytes`). The gate looks at the whole
+file: a screen recording with a short stretch of motion (a video clip in a
+slide) passes if its average stays under the limit, and that stretch is then
+coded with whole-pixel motion and no B-frames (more bits or, at the rung's
+cap, less quality there).
 """
 
 from __future__ import annotations
@@ -37,7 +46,7 @@ from fractions import Fraction
 import av
 from av.video.frame import PictureType
 
-from .config import TranscodeConfig
+from .config import LadderPolicy, TranscodeConfig
 from .encode import x264_options
 from .models import Ladder, Rung, SourceInfo
 from .probe import Source, open_input
@@ -82,13 +91,16 @@ class LadderPrediction:
 
     ``skipped`` are the decisions of the rungs left out before encoding
     (reasons prefixed ``predicted_``, rates predicted); ``why_not`` says why
-    nothing was predicted (empty when a prediction was made).
+    nothing was predicted (empty when a prediction was made). ``still``: the
+    gate found the source still (its rungs get the still x264 settings),
+    whether or not rungs were then predicted away.
     """
 
     activity: IndexActivity | None
     predicted: tuple[RungDecision, ...] = ()
     skipped: tuple[RungDecision, ...] = ()
     why_not: str = ""
+    still: bool = False
 
     def encode_ladder(self, ladder: Ladder) -> Ladder:
         """``ladder`` without the skipped rungs, and without audio plans only they used."""
@@ -118,32 +130,46 @@ def index_activity(source: Source, info: SourceInfo) -> IndexActivity | None:
     )
 
 
-def predict_still_ladder(source: Source, info: SourceInfo, ladder: Ladder, config: TranscodeConfig) -> LadderPrediction:
-    """Which rungs to leave out before encoding (see the module docstring)."""
-    policy = config.ladder
-    if policy.still_max_inter_bpp <= 0 or len(ladder.rungs) < 2:
-        return LadderPrediction(activity=None, why_not="off" if policy.still_max_inter_bpp <= 0 else "one rung")
+def still_gate(source: Source, info: SourceInfo, policy: LadderPolicy) -> tuple[IndexActivity | None, str]:
+    """Step 1 alone (reads the container's index, decodes nothing): ``(activity, why_not)``.
+
+    ``why_not`` is empty when the source is still, else why it is not taken
+    as still (off, needs filters, no per-frame index, moves).
+    """
+    if policy.still_max_inter_bpp <= 0:
+        return None, "off"
     if info.video.rotation_deg or info.video.interlaced:
-        return LadderPrediction(activity=None, why_not="the source needs filters")
+        return None, "the source needs filters"
     activity = index_activity(source, info)
     if activity is None:
-        return LadderPrediction(activity=None, why_not="no per-frame index")
+        return None, "no per-frame index"
     if activity.keyframes == 0 or activity.inter_bits_per_pixel > policy.still_max_inter_bpp:
-        return LadderPrediction(activity=activity, why_not="the source moves")
+        return activity, "the source moves"
+    return activity, ""
+
+
+def predict_still_ladder(source: Source, info: SourceInfo, ladder: Ladder, config: TranscodeConfig) -> LadderPrediction:
+    """Which rungs to leave out before encoding, and whether the source is still (see the module docstring)."""
+    activity, why_not = still_gate(source, info, config.ladder)
+    if why_not or activity is None:
+        return LadderPrediction(activity=activity, why_not=why_not)
+    if len(ladder.rungs) < 2:
+        return LadderPrediction(activity=activity, why_not="one rung", still=True)
+    policy = config.ladder
     try:
         costs = _still_gop_bytes(source, info, ladder, config)
     except av.FFmpegError as exc:
         # Only an optimisation: the full decode reports real damage with context.
-        return LadderPrediction(activity=activity, why_not=f"sampling failed: {exc.strerror}")
+        return LadderPrediction(activity=activity, why_not=f"sampling failed: {exc.strerror}", still=True)
     if costs is None:
-        return LadderPrediction(activity=activity, why_not="no sample decoded")
+        return LadderPrediction(activity=activity, why_not="no sample decoded", still=True)
     audio_bps = {plan.name: plan.bitrate_kbps * 1000 * AUDIO_OVERHEAD for plan in ladder.audio}
     if info.audio is None:
         audio_bps = {}
     rates = predicted_rates(ladder, costs, activity.all_over_key_bits, audio_bps)
     predicted = prune_ladder(rates, min_saving=policy.min_rung_saving * PREDICTION_MARGIN)
     skipped = tuple(replace(d, reason=PREDICTED + d.reason) for d in predicted if not d.kept)
-    return LadderPrediction(activity=activity, predicted=predicted, skipped=skipped)
+    return LadderPrediction(activity=activity, predicted=predicted, skipped=skipped, still=True)
 
 
 def predicted_rates(
@@ -218,6 +244,11 @@ def _still_run_bytes(rung: Rung, ladder: Ladder, frame: av.VideoFrame, config: T
     cc.thread_type = "FRAME"
     cc.thread_count = 1
     cc.bit_rate = rung.bitrate_kbps * 1000
+    # The preset's settings, not the still ones the rungs are then encoded
+    # with: only the rungs' costs relative to each other matter, and with
+    # still settings the samples overstated the 480p rung's saving (16.7%
+    # predicted against ~8% measured on the bench's screen recording, so it
+    # was encoded and then dropped); with the preset's they put it at 9-11%.
     cc.options = x264_options(rung, gop_frames=gop, preset=config.encoder.preset, crf=config.encoder.crf)
     scaled = Scaler(rung.width, rung.height, interpolation=config.encoder.scaler).scale(frame)
     run = min(gop, STILL_RUN_FRAMES)
@@ -242,4 +273,5 @@ __all__ = [
     "merge_decisions",
     "predict_still_ladder",
     "predicted_rates",
+    "still_gate",
 ]

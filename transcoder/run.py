@@ -86,7 +86,9 @@ def transcode(
         # Rungs a still source would drop anyway are never encoded (transcoder.prediction).
         prediction = predict_still_ladder(opened, info, ladder, config)
         encoded = prediction.encode_ladder(ladder)
-        threads = plan_threads(encoded, detect_budget(config.threads), preset=config.encoder.preset)
+        # A still source's settings (transcoder.still): x264 parameters and thread plan.
+        still = prediction.still and config.encoder.still_settings
+        threads = plan_threads(encoded, detect_budget(config.threads), preset=config.encoder.preset, still=still)
         sink: OutputSink
         if is_s3_uri(destination):
             from .storage.uploader import S3Sink  # boto3 is imported only when object storage is used
@@ -150,6 +152,7 @@ def transcode(
             progress=progress,
             cancel=cancel,
             before_master=write_manifest,
+            still=still,
         )
     cpu_end = process.cpu_times()
     cpu_s = (cpu_end.user - cpu_start.user) + (cpu_end.system - cpu_start.system)

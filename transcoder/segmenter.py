@@ -18,6 +18,7 @@ import io
 import itertools
 import posixpath
 import re
+import weakref
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Literal
@@ -42,6 +43,19 @@ TIMELINE_OFFSET_S = Fraction(1)
 # muxer reads hls_time in microseconds; the nudge adds up over k boundaries,
 # so the k-th cut stays within one AAC frame for k < 21 000 (23 h at 4 s).
 _AUDIO_CUT_NUDGE_S = 1e-6
+
+
+def _weak_io_open(segmenter: HlsSegmenter) -> Any:
+    """``segmenter._io_open`` without a strong reference to ``segmenter``."""
+    method = weakref.WeakMethod(segmenter._io_open)
+
+    def io_open(url: str, flags: int, options: dict[str, str]) -> _Capture:
+        bound = method()
+        if bound is None:  # the muxer outlived its segmenter: nothing may be written any more
+            raise OSError(f"{url}: the segmenter is gone")
+        return bound(url, flags, options)
+
+    return io_open
 
 
 @dataclass(slots=True)
@@ -83,7 +97,7 @@ class _Capture(io.RawIOBase):
                 callback(self.url, self._buffer.getvalue())
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, weakref_slot=True)  # weakref: see _weak_io_open
 class HlsSegmenter:
     """Owns the ``hls`` muxer of one rendition (``name`` is its directory).
 
@@ -150,7 +164,14 @@ class HlsSegmenter:
             format="hls",
             options=options,
             container_options={"max_delay": str(_MAX_DELAY_US)},
-            io_open=self._io_open,
+            # Through a weak reference: the container keeps its io_open
+            # callback, and a bound method would make container and segmenter
+            # a reference cycle, freed (with the rung's libx264 context) only
+            # when Python's cyclic GC ran, at any moment of a later run and in
+            # whatever thread set it off. Runs in one process then differed in
+            # a few bytes of their output now and then (bench/NOTES.md); freed
+            # by reference count, everything goes when the run drops it.
+            io_open=_weak_io_open(self),
         )
 
     # -- FFmpeg I/O --------------------------------------------------------

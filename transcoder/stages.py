@@ -207,8 +207,12 @@ class RungStage(Stage):
         colour: ScalerColour | None,
         control: Control,
         chapters: ChapterDetector | None = None,
+        still: bool = False,
     ) -> None:
-        """``chapters`` (one rung at most: it is not thread-safe) sees every output picture of this rung."""
+        """``chapters`` (one rung at most: it is not thread-safe) sees every output picture of this rung.
+
+        ``still``: encode with a still source's x264 settings (:func:`~transcoder.encode.x264_options`).
+        """
         super().__init__(f"rung-{rung.name}", control, nice=threads.encoder_nice.get(rung.name, 0))
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=config.queue_depth)
         segmenter = HlsSegmenter(
@@ -229,6 +233,7 @@ class RungStage(Stage):
                 lookahead_thread=threads.x264_lookahead_thread,
                 colour=colour,
                 on_picture=chapters.offer if chapters is not None else None,
+                still=still,
             )
         except BaseException:
             segmenter.abandon()

@@ -11,6 +11,11 @@ Cost (measured, 1920x1080 yuv420p, numpy): a full comparison of two equal
 frames ~0.16 ms, against 8-10 ms to decode one. Every 16th row is compared
 first, then bands of rows, stopping at the first difference: frames that
 differ cost a small fraction of that (see bench/NOTES.md for the numbers).
+
+A still *source* (the index gate of :mod:`transcoder.prediction` says its
+inter frames carry almost no bits) is also encoded with
+:data:`STILL_X264_PARAMS`, and the thread plan gives its rungs one x264
+thread each when they fill the budget (:mod:`transcoder.threadplan`).
 """
 
 from __future__ import annotations
@@ -31,6 +36,19 @@ _BANDS = 8  # the luma plane is compared in this many bands, stopping at the fir
 _SPARSE_ROWS = 16  # the rows compared first
 
 _Plane = np.ndarray[Any, np.dtype[np.uint8]]
+
+# x264 parameters added to every rung of a still source, and only there:
+# camera and other moving content keeps the preset's settings, byte for byte.
+# On a still source nearly every macroblock of an inter frame is skipped, yet
+# x264 still decides B-frame patterns in its lookahead (bframes) and builds
+# half-pel planes of every reference frame for sub-pixel motion search
+# (subme > 0), whose only motion here is a pointer or a scroll in whole
+# pixels. Measured on the bench's 20 s 1080p30 screen recording, veryfast,
+# one thread, the same decoded frames (bench/NOTES.md, "Still sources"):
+# x264 CPU 1080p -40%, 720p -35%, 480p -42%, 360p -34%; PSNR-Y +0.13, -0.04,
+# +0.16, +0.04 dB; bytes +11%, +5%, +4%, +4%. (bframes=0 alone: -15-20% CPU,
+# +1% bytes; deblocking off gained 0.7 dB at 1080p but lost 0.2 dB at 720p.)
+STILL_X264_PARAMS = "bframes=0:subme=0"
 
 
 def _planes(frame: av.VideoFrame) -> list[_Plane]:

@@ -59,6 +59,17 @@ _DECODE_SHARE = 0.15
 # Niceness only orders threads within what the process gets: inside a Batch
 # job's cgroup it does not change the job's share of the host.
 BACKGROUND_NICE = 19
+# A still source (slides, screen recordings: transcoder.prediction's gate)
+# costs a fraction of a camera source per pixel, and its rungs stay far below
+# their VBV caps, so the PSNR reason for MIN_X264_THREADS does not apply (one
+# or three threads gave the same bytes on the bench's screen recording).
+# Where the rungs fill the budget, every rung then gets one x264 thread and
+# the decoder one thread: fewer hand-offs, the same parallelism across the
+# ladder. Measured on the bench's 20 s 1080p30 screen recording (bench/NOTES.md):
+# decode 0.77 s CPU on one thread against 0.86 s on two (~780 fps, five times
+# what its 1080p rung encodes), x264 1080p 2 -> 1 thread and 360p 3 -> 1
+# thread -3% and -10% of their CPU.
+_STILL_THREADS = 1
 
 
 def x264_thread_cap(height: int) -> int:
@@ -126,6 +137,7 @@ def plan_threads(
     *,
     cpu: CpuInfo | None = None,
     preset: str | None = None,
+    still: bool = False,
 ) -> ThreadPlan:
     """Split ``budget`` over the decoder and the rungs' x264 encoders.
 
@@ -136,6 +148,8 @@ def plan_threads(
     encoder is slower than the rest of the ladder; the total is then about the
     budget, over it by less than one thread per rung (an idle frame thread
     only waits). ``cpu`` is detected from /proc/cpuinfo when None.
+    ``still``: the source is still (``LadderPrediction.still``); where the
+    rungs fill the budget every rung and the decoder get one thread.
     """
     costs = {r.name: r.width * r.height * float(r.fps) for r in ladder.rungs}
     rungs = {r.name: r for r in ladder.rungs}
@@ -151,7 +165,13 @@ def plan_threads(
         ideal = rung_cores * share
         cap = x264_thread_cap(rungs[name].height)
         why = f"{share:.0%} of the ladder's pixel rate x {rung_cores:.1f} encode cores = {ideal:.2f}"
-        if fill and min(rungs[name].width, rungs[name].height) >= _ONE_THREAD_MIN_SHORT_SIDE:
+        if fill and still:
+            count = _STILL_THREADS
+            why += (
+                ", a still source: the rungs fill the budget and each costs little, so one frame thread "
+                "(more would add CPU, not speed; bench/NOTES.md)"
+            )
+        elif fill and min(rungs[name].width, rungs[name].height) >= _ONE_THREAD_MIN_SHORT_SIDE:
             need = ideal * (1 - _DECODE_SHARE)
             count = min(cap, max(1, math.ceil(need - 1e-9)))
             why += (
@@ -195,6 +215,12 @@ def plan_threads(
         f"uploads on one thread); decode is ~15% of the work, so {_DECODER_THREAD_CAP} threads keep up "
         "with budgets up to ~50 cores"
     )
+    if fill and still:
+        decoder_threads = _STILL_THREADS
+        decoder_reason = (
+            "a still source whose rungs fill the budget: one thread decodes it several times faster "
+            "than its largest rung encodes (bench/NOTES.md)"
+        )
     return ThreadPlan(
         budget=budget,
         decoder_threads=decoder_threads,
