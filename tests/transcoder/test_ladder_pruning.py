@@ -35,6 +35,7 @@ from tests.support.s3server import (
 from transcoder import LadderPolicy, RungSpec, TranscodeConfig, transcode
 from transcoder.cli import EXIT_OK, cli
 from transcoder.config import EncoderSettings
+from transcoder.encode import RungEncoder
 from transcoder.errors import ConfigError
 from transcoder.models import TranscodeResult
 from transcoder.output import LocalDirectory
@@ -320,8 +321,14 @@ def test_repeat_detector_compares_pixels_not_padding_or_identity() -> None:
     assert [detector.same_as_previous(f) for f in frames] == [False, True, False, False]
 
 
-def _segment_bytes(out: Path, name: str) -> list[bytes]:
-    return [p.read_bytes() for p in sorted((out / name).glob("seg_*.ts"))]
+def _picture(frame: av.VideoFrame) -> bytes:
+    """The visible pixels of every plane (padding left out)."""
+    return b"".join(
+        np.frombuffer(memoryview(plane), dtype=np.uint8)[: plane.line_size * plane.height]
+        .reshape(plane.height, plane.line_size)[:, : plane.width]
+        .tobytes()
+        for plane in frame.planes
+    )
 
 
 @pytest.mark.parametrize(
@@ -329,23 +336,37 @@ def _segment_bytes(out: Path, name: str) -> list[bytes]:
     [(10, 240), (10, 360), (60, 180)],
     ids=["scaled rung", "same-size rung", "60 fps source into a 30 fps rung"],
 )
-def test_reusing_scaled_frames_changes_no_output_byte(tmp_path: Path, fps: int, side: int) -> None:
+def test_reusing_scaled_frames_changes_no_encoded_picture(
+    tmp_path: Path, fps: int, side: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The cursor steps every third frame: at 60 -> 30 fps some changed frames get no
     # output slot and are followed by repeats, which must not reuse an older picture.
+    # What x264 receives is compared (pixels, slot, forced picture type): its output
+    # bytes can differ between two runs of one process with equal input (a run's
+    # first keyframe was seen to, about once in four suite runs), so they prove nothing here.
     source = make_screen_recording(
         tmp_path / "src.mp4", fps=fps, seconds=2.0, cursor_moves_s=(0.5, 1.5), cursor_every=3
     )
     ladder = LadderPolicy(rungs=(RungSpec(short_side=side, bitrate_kbps=800),))
-    outputs, results = {}, {}
+    handed: list[tuple[int | None, Any, bytes]] = []
+    encode = RungEncoder._encode
+
+    def spy(self: RungEncoder, frame: av.VideoFrame | None) -> None:
+        if frame is not None:
+            handed.append((frame.pts, frame.pict_type, _picture(frame)))
+        encode(self, frame)
+
+    monkeypatch.setattr(RungEncoder, "_encode", spy)
+    outputs: dict[bool, list[tuple[int | None, Any, bytes]]] = {}
+    results = {}
     for reuse in (True, False):
-        # One core: x264 with frame threads and a VBV cap is not deterministic (its rate control
-        # reads the sizes of frames other threads finished), so equal bytes need one thread.
+        handed.clear()
         config = TranscodeConfig(
             ladder=ladder, segment_s=1.0, gop_s=1.0, threads=1, encoder=EncoderSettings(reuse_still_frames=reuse)
         )
         results[reuse] = transcode(source, tmp_path / str(reuse), config=config)
-        outputs[reuse] = _segment_bytes(tmp_path / str(reuse), f"{side}p")
-    assert outputs[True] and outputs[True] == outputs[False]
+        outputs[reuse] = list(handed)
+    assert len(outputs[True]) == round(2.0 * min(fps, 30)) and outputs[True] == outputs[False]
     video = [r for r in results[True].renditions if r.kind == "video"]
     assert [r.reused_frames for r in results[False].renditions if r.kind == "video"] == [0]
     repeats = _decoded_repeats(source)
