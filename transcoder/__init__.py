@@ -50,8 +50,7 @@ from .storage import (
     make_s3_client,
 )
 from .storyboard import StoryboardPolicy
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "AudioInfo",

@@ -34,6 +34,7 @@ from .prediction import merge_decisions, predict_still_ladder
 from .probe import Source, probe
 from .storage import S3Location, StorageConfig, is_s3_uri
 from .threadplan import plan_threads
+from .version import __version__
 
 if TYPE_CHECKING:
     from .storage.client import S3Client
@@ -129,7 +130,7 @@ def transcode(
                 ladder=ladder,
                 encoder=config.encoder,
                 segment_format=config.segment_format,
-                engine_version=_engine_version(),
+                engine_version=__version__,
                 wall_s=time.monotonic() - started_wall,
                 cpu_s=(cpu_now.user - cpu_start.user) + (cpu_now.system - cpu_start.system),
                 poster_key=published.poster_uri,
@@ -235,12 +236,6 @@ def _identity(source: Source, opened: Source) -> SourceIdentity:
             return SourceIdentity(uri=os.fspath(source), size_bytes=None)
         return SourceIdentity(uri=os.fspath(source), size_bytes=stat.st_size, modified_s=stat.st_mtime)
     return SourceIdentity(uri=None, size_bytes=None)  # a file object: the probe's size stands
-
-
-def _engine_version() -> str:
-    from . import __version__  # the package is fully imported by the time a run publishes
-
-    return __version__
 
 
 def _loudness_of(renditions: tuple[RenditionResult, ...]) -> LoudnessResult | None:
