@@ -37,6 +37,8 @@ VARIANTS = {
     v.key: v
     for v in (
         Variant("engine", "engine, local files"),
+        # What the viewer outputs and loudness cost: the engine's row minus this one's.
+        Variant("engine-bare", "engine without thumbnails, chapters, loudness"),
         Variant("cli", "ffmpeg CLI, 1 process"),
         Variant("cli-rung", "ffmpeg CLI, 1 process per rung"),
         Variant("s3", "engine, s3->s3 through the link", storage=True),
@@ -190,7 +192,10 @@ def cli_per_rung(ffmpeg: str, plan: Plan, out: Path) -> list[list[str]]:
     return commands
 
 
-def engine(plan: Plan, source: str, out: str) -> list[str]:
+BARE = ("--no-thumbnails", "--no-chapters", "--loudness-target", "off")
+
+
+def engine(plan: Plan, source: str, out: str, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -199,6 +204,7 @@ def engine(plan: Plan, source: str, out: str) -> list[str]:
         "-o",
         out,
         *f"--preset {plan.preset} --crf {plan.crf} --json -q".split(),
+        *extra,
     ]
 
 
@@ -221,6 +227,8 @@ def steps_for(
     root = s3.rsplit("/", 2)[0] + "/source.mp4" if s3 else ""
     if key == "engine":
         return [[engine(plan, str(plan.source), str(ladder))]]
+    if key == "engine-bare":
+        return [[engine(plan, str(plan.source), str(ladder), *BARE)]]
     if key == "cli":
         return [[cli_one_process(ffmpeg, plan, ladder)]]
     if key == "cli-rung":

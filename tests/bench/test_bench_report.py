@@ -61,6 +61,23 @@ def test_the_cli_gets_the_engine_s_plan_and_x264_options(tmp_path: Path) -> None
     ]
 
 
+def test_the_bare_engine_leaves_out_thumbnails_chapters_and_loudness(tmp_path: Path) -> None:
+    # The engine row minus the bare row is what these outputs cost: the bare run must make none of them.
+    source = make_sample(tmp_path / "src.mp4", SampleSpec(width=426, height=240, fps=25, seconds=1.0))
+    plan = plan_of(source, preset="ultrafast", crf=28)
+    made = {}
+    for key in ("engine", "engine-bare"):
+        [[cmd]] = steps_for(key, plan, tmp_path / key, ffmpeg="ffmpeg")
+        done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)
+        names = {p.name for p in (tmp_path / key / "ladder").iterdir()}
+        loudness = [r.get("loudness") for r in result["renditions"] if r["kind"] == "audio"]
+        made[key] = ({"thumbnails.vtt", "chapters.json"} & names, loudness != [None])
+    assert made["engine"] == ({"thumbnails.vtt", "chapters.json"}, True)
+    assert made["engine-bare"] == (set(), False)
+
+
 def _report(tmp_path: Path, *args: str) -> dict[str, object]:
     out = tmp_path / "report"
     done = subprocess.run(
