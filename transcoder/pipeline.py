@@ -55,7 +55,7 @@ _PROGRESS_S = 0.25  # how often the coordinator looks at the stages (and reports
 
 @dataclass(frozen=True, slots=True)
 class LadderOutput:
-    """What :func:`run_ladder` published."""
+    """What :meth:`Coordinator.run` published."""
 
     renditions: tuple[RenditionResult, ...]
     master_uri: str
@@ -73,8 +73,11 @@ BeforeMaster = Callable[[LadderOutput, bytes], Sequence[str]]
 
 
 class Coordinator:
-    """Runs one ladder: builds the stages, runs them in threads, publishes. Single use.
+    """Transcodes ``source`` into ``ladder`` and publishes it through ``sink``. Single use.
 
+    ``before_master`` (see :data:`BeforeMaster`) writes the objects that must
+    come last but one (the manifest). ``still``: encode every rung with a still
+    source's x264 settings (:func:`~transcoder.encode.x264_options`).
     ``sink`` stays the caller's: the coordinator puts, flushes and publishes
     through it, and aborts it on failure; closing it is the caller's job.
     """
@@ -113,7 +116,13 @@ class Coordinator:
         self._started = time.monotonic()
 
     def run(self) -> LadderOutput:
-        """Transcode and publish; see :func:`run_ladder`."""
+        """Build the stages, run them in threads, publish; blocks until done.
+
+        Raises a :class:`TranscodeError` (after undoing what was stored) on any
+        failure, or :class:`CancelledError` when ``cancel`` is set. When it
+        returns or raises, every thread the run started has ended and every
+        FFmpeg object it made is closed.
+        """
         self._started = time.monotonic()
         try:
             self.sink.retract(MASTER)  # a stale master must never point into a half-rewritten ladder
@@ -269,44 +278,6 @@ class Coordinator:
 
     def _report(self, phase: str, done_s: float, total_s: float) -> Progress:
         return _progress(phase, done_s, total_s, self._started)
-
-
-def run_ladder(
-    source: Source,
-    info: SourceInfo,
-    ladder: Ladder,
-    *,
-    config: TranscodeConfig,
-    sink: OutputSink,
-    threads: ThreadPlan,
-    progress: ProgressSink | None = None,
-    cancel: threading.Event | None = None,
-    before_master: BeforeMaster | None = None,
-    still: bool = False,
-) -> LadderOutput:
-    """Transcode ``source`` into ``ladder`` and publish it through ``sink``.
-
-    ``before_master`` (see :data:`BeforeMaster`) writes the objects that must
-    come last but one (the manifest). ``still``: encode every rung with a still
-    source's x264 settings (:func:`~transcoder.encode.x264_options`). Blocks
-    until done. Raises a :class:`TranscodeError` (after undoing what was
-    stored) on any failure, or :class:`CancelledError` when ``cancel`` is set.
-    When it returns or raises, every thread the run started has ended and
-    every FFmpeg object it made is closed.
-    """
-    coordinator = Coordinator(
-        source,
-        info,
-        ladder,
-        config=config,
-        sink=sink,
-        threads=threads,
-        progress=progress,
-        cancel=cancel,
-        before_master=before_master,
-        still=still,
-    )
-    return coordinator.run()
 
 
 def _progress(phase: str, done_s: float, total_s: float, started: float) -> Progress:

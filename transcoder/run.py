@@ -29,7 +29,7 @@ from .manifest import (
 )
 from .models import LoudnessResult, Manifest, RenditionResult, TranscodeResult
 from .output import LocalDirectory, OutputSink, content_type_for
-from .pipeline import LadderOutput, ProgressSink, run_ladder
+from .pipeline import Coordinator, LadderOutput, ProgressSink
 from .prediction import merge_decisions, predict_still_ladder
 from .probe import Source, probe
 from .storage import S3Location, StorageConfig, is_s3_uri
@@ -143,7 +143,7 @@ def transcode(
             manifests.append(Manifest(key=MANIFEST, text=data.decode(), sha256=sha256_hex(data), size_bytes=len(data)))
             return [MANIFEST]
 
-        output = run_ladder(
+        output = Coordinator(
             opened,
             info,
             encoded,
@@ -154,7 +154,7 @@ def transcode(
             cancel=cancel,
             before_master=write_manifest,
             still=still,
-        )
+        ).run()
     cpu_end = process.cpu_times()
     cpu_s = (cpu_end.user - cpu_start.user) + (cpu_end.system - cpu_start.system)
     return TranscodeResult(
