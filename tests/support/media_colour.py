@@ -103,9 +103,11 @@ def _encoder(out: Any, codec: str, *, width: int, height: int, fps: int, pix_fmt
     if codec == "libx264":
         stream.codec_context.options = {"preset": "ultrafast", "crf": "12"}
     elif codec == "libx265":
-        # One x265 thread: the clip then never depends on thread timing (one CI run failed to mux
-        # a 2-frame HDR10 clip, "not yet implemented", and sixty loaded reruns did not fail).
-        params = "log-level=error:frame-threads=1:pools=none"
+        # No B-frames: with reordering, x265 dates the first packets from a delay it measures
+        # over its first few frames, and a clip shorter than that gets uninitialised DTS values
+        # (seen: -7334736719239538234), which the MP4 muxer refuses now and then ("not yet
+        # implemented"). Without reordering DTS equals PTS. One thread keeps the bytes stable.
+        params = "log-level=error:bframes=0:frame-threads=1:pools=none"
         stream.codec_context.options = {"preset": "ultrafast", "crf": "14", "x265-params": params}
     elif codec == "mjpeg":
         stream.codec_context.options = {"q:v": "2"}
