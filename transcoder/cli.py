@@ -173,6 +173,14 @@ def _loudness_target(ctx: click.Context, param: click.Parameter, value: str) -> 
     "--no-thumbnails", is_flag=True, help="Do not write storyboard sprite sheets, thumbnails.vtt and their playlist."
 )
 @click.option("--no-chapters", is_flag=True, help="Do not write chapters.vtt and chapters.json (slide changes).")
+@click.option(
+    "--checkpoint-seconds",
+    type=click.FloatRange(0.0, 3600.0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Write a checkpoint record after every this much stored timeline; a rerun into OUTPUT resumes from them.",
+)
+@click.option("--no-checkpoint", is_flag=True, help="Write no checkpoint records and ignore any in OUTPUT.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result (or the plan) as JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def cli(
@@ -192,6 +200,8 @@ def cli(
     no_poster: bool,
     no_thumbnails: bool,
     no_chapters: bool,
+    checkpoint_seconds: float,
+    no_checkpoint: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -209,6 +219,8 @@ def cli(
             poster=not no_poster,
             thumbnails=not no_thumbnails,
             chapters=not no_chapters,
+            checkpoint=not no_checkpoint,
+            checkpoint_span_s=checkpoint_seconds,
         )
         # No environment read here: with endpoint_url None botocore resolves
         # AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL itself.
@@ -479,7 +491,10 @@ def _result_table(result: TranscodeResult, output: Path | str) -> str:
         f"{result.source.duration_s:.1f} s of video in {result.wall_s:.1f} s ({speed:.2f}x realtime), "
         f"CPU {result.cpu_s:.1f} s, peak RSS {result.peak_rss_bytes / 2**20:.0f} MiB"
     )
-    return _table(rows) + _dropped_lines(result) + _loudness_lines(result) + footer
+    resumed = ""
+    if result.resumed_segments:
+        resumed = f"\nresumed: {result.resumed_segments} segments per rendition kept from an earlier run"
+    return _table(rows) + _dropped_lines(result) + _loudness_lines(result) + resumed + footer
 
 
 def _loudness_lines(result: TranscodeResult) -> str:

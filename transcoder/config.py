@@ -172,6 +172,10 @@ class TranscodeConfig:
     (:mod:`transcoder.storyboard`); ``chapters`` writes ``chapters.vtt`` and
     ``chapters.json`` from slide changes found by ``chapter_policy``
     (:mod:`transcoder.chapters`). Both read frames the run decodes anyway.
+
+    ``checkpoint`` writes a record after every ``checkpoint_span_s`` of
+    stored segments and resumes a run that died from the records it left in
+    the same output (:mod:`transcoder.checkpoint`).
     """
 
     ladder: LadderPolicy = field(default_factory=LadderPolicy)
@@ -187,6 +191,12 @@ class TranscodeConfig:
     chapters: bool = True
     chapter_policy: ChapterPolicy = field(default_factory=ChapterPolicy)
     queue_depth: int = 8  # frames waiting per rung; bounds memory
+    # Write checkpoint records as segments are stored, and resume from an
+    # earlier run's matching records in the same output (transcoder.checkpoint).
+    checkpoint: bool = True
+    # Timeline a record covers: a dead run loses at most about this much
+    # encoding. A record is a small object per span (~1 KB per rung).
+    checkpoint_span_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.segment_format not in ("ts", "fmp4"):
@@ -201,6 +211,8 @@ class TranscodeConfig:
             )
         if self.threads is not None and not 1 <= self.threads <= 256:
             raise ConfigError("threads out of range", context={"threads": self.threads})
+        if not 0 < self.checkpoint_span_s <= 3600:
+            raise ConfigError("checkpoint span out of range", context={"checkpoint_span_s": self.checkpoint_span_s})
         if not 1 <= self.queue_depth <= 128:
             raise ConfigError("queue depth out of range", context={"queue_depth": self.queue_depth})
         # The policies check their own values on construction; this catches a

@@ -148,8 +148,14 @@ class RungEncoder:
         colour: ScalerColour | None = None,
         on_picture: Callable[[av.VideoFrame, Fraction, bool], None] | None = None,
         still: bool = False,
+        start_slot: int = 0,
     ) -> None:
         self.rung = rung
+        # Resuming (transcoder.checkpoint): slots before this one are stored
+        # already. They are counted but not encoded (nor scaled, unless
+        # ``on_picture`` wants them), and x264 starts with an IDR here, a
+        # segment boundary, so the segments from here on are whole.
+        self.start_slot = start_slot
         # Called in the owner thread with each output picture (scaled, or the
         # last one reused: then True) and its first slot's time, before it is
         # encoded; a frame tap such as the chapter detector (transcoder.chapters).
@@ -161,7 +167,7 @@ class RungEncoder:
         self.scaler = Scaler(rung.width, rung.height, interpolation=interpolation, colour=colour)
         self.slots = CfrSlots(rung.fps)
         self.codecs: str | None = None
-        self.frames_out = 0
+        self.frames_out = 0  # slots filled, skipped ones (before start_slot) included
         self.reused_frames = 0  # source frames that reused the last scaled frame
         self._pending: av.VideoFrame | None = None
         self._pending_same = False
@@ -203,6 +209,11 @@ class RungEncoder:
         # this encoder's first packet and first keyframe.
         self._dts_delay: int | None = None
         self._parameter_sets: bytes | None = None
+
+    @property
+    def encoded_frames(self) -> int:
+        """Slots this encoder filled itself (copies of a still GOP included), not an earlier run."""
+        return max(0, self.frames_out - self.start_slot)
 
     @property
     def encoded_s(self) -> float:
@@ -331,6 +342,13 @@ class RungEncoder:
             self._last_scaled = None  # the picture changed since the last scaled frame
         if repeat <= 0:
             return
+        if self._on_picture is None and self.frames_out < self.start_slot:
+            # Stored by an earlier run: nothing to scale or encode.
+            skipped = min(repeat, self.start_slot - self.frames_out)
+            self.frames_out += skipped
+            repeat -= skipped
+            if repeat == 0:
+                return
         reused = self._last_scaled is not None
         if self._last_scaled is not None:
             # Equal to what was scaled last: the same output picture. Encoding
@@ -346,6 +364,9 @@ class RungEncoder:
             if cancel is not None and index % _HOLD_CANCEL_CHECK == 0 and cancel.is_set():
                 raise CancelledError("stopped while holding the last frame", context={"rung": self.rung.name})
             slot = self.frames_out
+            if slot < self.start_slot:
+                self.frames_out += 1  # the picture went to on_picture only
+                continue
             frame.pts = slot
             frame.time_base = self._time_base
             # Decoded frames keep the source's picture type, which x264 would

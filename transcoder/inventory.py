@@ -9,7 +9,7 @@ parallel.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 from .manifest import ObjectEntry, sha256_hex
 from .output import OutputSink, content_type_for
@@ -56,13 +56,32 @@ class HashingSink:
         self.inner.publish(relpath, data)
         self._record(relpath, data)
 
-    def abort(self) -> None:
+    def adopt(self, entries: Iterable[ObjectEntry]) -> None:
+        """Record objects an earlier run stored that this run's output includes (a resumed run)."""
+        with self._lock:
+            for entry in entries:
+                self._objects[entry.key] = entry
+
+    def entry(self, relpath: str) -> ObjectEntry | None:
+        """What was recorded for ``relpath``."""
+        with self._lock:
+            return self._objects.get(relpath)
+
+    def forget(self, relpaths: Sequence[str]) -> None:
+        """Stop listing ``relpaths`` (objects about to be removed, such as checkpoint records)."""
+        with self._lock:
+            for relpath in relpaths:
+                self._objects.pop(relpath, None)
+
+    def abort(self, keep: Collection[str] = ()) -> None:
         with self._lock:
             self._objects.clear()
-        self.inner.abort()
+        self.inner.abort(keep)
 
     def retract(self, relpath: str) -> None:
         self.inner.retract(relpath)
+        with self._lock:
+            self._objects.pop(relpath, None)
 
     def discard(self, relpaths: Sequence[str]) -> None:
         self.inner.discard(relpaths)

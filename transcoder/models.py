@@ -274,6 +274,10 @@ class TranscodeResult:
     chapters: ChaptersResult | None = None
     # What the run stored, listed with sizes and hashes; written before the master.
     manifest: Manifest | None = None
+    # Segments per video rendition an earlier run of the same source and
+    # settings had stored and this run kept (transcoder.checkpoint), and why.
+    resumed_segments: int = 0
+    checkpoint: str | None = None
 
     @property
     def dropped_rungs(self) -> tuple[str, ...]:

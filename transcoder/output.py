@@ -14,9 +14,9 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from .errors import OutputError
 
@@ -48,8 +48,12 @@ class OutputSink(Protocol):
     def publish(self, relpath: str, data: bytes) -> None:
         """Store the object that makes the output visible (the master playlist)."""
 
-    def abort(self) -> None:
-        """Undo what this run stored, as far as possible. Never raises."""
+    def abort(self, keep: Collection[str] = ()) -> None:
+        """Undo what this run stored, as far as possible, except ``keep``. Never raises.
+
+        ``keep``: objects a checkpoint record vouches for (transcoder.checkpoint),
+        which a later run resumes from.
+        """
 
     def retract(self, relpath: str) -> None:
         """Remove an object an earlier run published (a stale master playlist)."""
@@ -63,6 +67,23 @@ class OutputSink(Protocol):
 
     def describe(self, relpath: str) -> str:
         """Where ``relpath`` ends up, for messages (never contains secrets)."""
+
+
+@runtime_checkable
+class ResumableOutput(Protocol):
+    """An output a run can checkpoint into and resume from (:mod:`transcoder.checkpoint`)."""
+
+    def stored(self, relpaths: Sequence[str]) -> bool:
+        """Whether every one of ``relpaths`` (put earlier) is stored for good. Does not wait."""
+
+    def listing(self, prefix: str = "") -> dict[str, int]:
+        """Objects under ``prefix`` (relative to the root), any run's, with their sizes."""
+
+    def read(self, relpath: str) -> bytes | None:
+        """One object's bytes (None if absent): small ones only, the checkpoint records."""
+
+    def retract(self, relpath: str) -> None:
+        """Remove an object an earlier run (or this one) stored."""
 
 
 class LocalDirectory:
@@ -113,9 +134,10 @@ class LocalDirectory:
         with self._lock:
             self._written.append(target)
 
-    def abort(self) -> None:
+    def abort(self, keep: Collection[str] = ()) -> None:
+        kept = {self.root / relpath for relpath in keep}
         with self._lock:
-            written, self._written = self._written, []
+            written, self._written = [path for path in self._written if path not in kept], []
         directories: set[Path] = set()
         for path in written:
             try:
@@ -157,3 +179,31 @@ class LocalDirectory:
 
     def describe(self, relpath: str) -> str:
         return str(self.root / relpath)
+
+    # -- ResumableOutput -------------------------------------------------------
+
+    def stored(self, relpaths: Sequence[str]) -> bool:
+        return True  # put() writes before it returns
+
+    def listing(self, prefix: str = "") -> dict[str, int]:
+        base = self._target(prefix) if prefix else self.root
+        if not base.is_dir():
+            return {}
+        found: dict[str, int] = {}
+        for path in base.rglob("*"):
+            try:
+                if path.is_file() and not path.is_symlink():
+                    found[path.relative_to(self.root).as_posix()] = path.stat().st_size
+            except OSError:
+                continue  # removed meanwhile
+        return found
+
+    def read(self, relpath: str) -> bytes | None:
+        try:
+            return self._target(relpath).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise OutputError(
+                "could not read an output file", context={"path": relpath, "error": exc.strerror}
+            ) from exc

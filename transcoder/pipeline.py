@@ -29,12 +29,15 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 import av
 
 from .chapters import ChapterDetector
+from .checkpoint import Checkpointer
 from .colour import colour_of
 from .config import TranscodeConfig
+from .encode import RungEncoder
 from .errors import CancelledError, MediaError, TranscodeError
 from .models import ChaptersResult, Ladder, Progress, RenditionResult, SourceInfo, ThumbnailsResult
 from .output import OutputSink
@@ -42,6 +45,7 @@ from .poster import PosterPicker
 from .probe import Source
 from .pruning import RungDecision
 from .publish import decide_rungs, discard_dropped, master_playlist, put_viewer_files, write_playlists
+from .segmenter import ClosedSegment
 from .stages import AudioStage, Control, DecodeStage, RungStage, Stage
 from .storyboard import Storyboard
 from .threadplan import ThreadPlan
@@ -80,6 +84,9 @@ class Coordinator:
     source's x264 settings (:func:`~transcoder.encode.x264_options`).
     ``sink`` stays the caller's: the coordinator puts, flushes and publishes
     through it, and aborts it on failure; closing it is the caller's job.
+    ``checkpoint`` (:class:`~transcoder.checkpoint.Checkpointer`): write
+    records as spans are stored, start after its resume point, and keep what
+    the records vouch for when the run fails.
     """
 
     def __init__(
@@ -95,8 +102,12 @@ class Coordinator:
         cancel: threading.Event | None = None,
         before_master: BeforeMaster | None = None,
         still: bool = False,
+        checkpoint: Checkpointer | None = None,
     ) -> None:
         self.source = source
+        # Records spans as they are stored; its resume point, if any, says
+        # where each rung starts (transcoder.checkpoint).
+        self.checkpoint = checkpoint
         self.still = still  # a still source's x264 settings on every rung (transcoder.still)
         self.info = info
         self.ladder = ladder
@@ -132,7 +143,7 @@ class Coordinator:
         except BaseException as exc:
             self.control.cancel.set()
             self._stop()
-            self.sink.abort()
+            self.sink.abort(keep=self.checkpoint.keep() if self.checkpoint is not None else ())
             if isinstance(exc, TranscodeError):
                 raise
             if isinstance(exc, av.FFmpegError):
@@ -145,6 +156,7 @@ class Coordinator:
         colour = colour_of(info.video)  # decided once per run, from the probe
         if config.chapters:
             self._chapters = ChapterDetector(config.chapter_policy)
+        resume = self.checkpoint.resume if self.checkpoint is not None else None
         for rung in ladder.rungs:
             self._rungs.append(
                 RungStage(
@@ -161,6 +173,8 @@ class Coordinator:
                     # with the most slack, not the decoder on the critical path.
                     chapters=self._chapters if rung is ladder.rungs[-1] else None,
                     still=self.still,
+                    restored=resume.restored.get(rung.name, ()) if resume is not None else (),
+                    codecs=resume.codecs.get(rung.name) if resume is not None else None,
                 )
             )
             self._stages.append(self._rungs[-1])
@@ -204,6 +218,8 @@ class Coordinator:
                 stage.join(timeout=_PROGRESS_S if stage.is_alive() else 0)
                 if stage.is_alive():
                     break
+            if self.checkpoint is not None and not self.control.cancel.is_set():
+                self.checkpoint.tick([_Rendition(stage.encoder) for stage in self._rungs])
             if self.progress is not None and not self.control.cancel.is_set():
                 done = min(stage.encoder.encoded_s for stage in self._rungs)
                 self.progress(self._report("transcoding", done, total_s))
@@ -265,6 +281,8 @@ class Coordinator:
             thumbnails=viewer.thumbnails,
             chapters=viewer.chapters,
         )
+        if self.checkpoint is not None:
+            self.checkpoint.unlist()  # a published output names no records (removed after the master)
         if self.before_master is not None:
             files.extend(self.before_master(output, master))  # the manifest: after everything, before the master
             sink.flush()
@@ -272,12 +290,44 @@ class Coordinator:
                 raise CancelledError("the run was cancelled")
         sink.publish(MASTER, master)
         files.append(MASTER)
+        if self.checkpoint is not None:
+            self.checkpoint.remove_records()
         if self.progress is not None:
             self.progress(self._report("done", total_s, total_s))
         return dataclasses.replace(output, files=tuple(files))
 
     def _report(self, phase: str, done_s: float, total_s: float) -> Progress:
         return _progress(phase, done_s, total_s, self._started)
+
+
+class _Rendition:
+    """A rung as the checkpointer reads it (transcoder.checkpoint.VideoRendition)."""
+
+    def __init__(self, encoder: RungEncoder) -> None:
+        self._encoder = encoder
+
+    @property
+    def name(self) -> str:
+        return self._encoder.rung.name
+
+    @property
+    def codecs(self) -> str | None:
+        return self._encoder.codecs
+
+    @property
+    def init_uri(self) -> str | None:
+        return self._encoder.segmenter.init_uri
+
+    @property
+    def segment_s(self) -> float:
+        rung = self._encoder.rung
+        frames = round(Fraction(self._encoder.segmenter.segment_s) * rung.fps)
+        # Printed as the muxer prints EXTINF (%f), so a resumed playlist reads
+        # as the uninterrupted run's.
+        return float(f"{float(frames / rung.fps):f}")
+
+    def closed_segments(self) -> list[ClosedSegment]:
+        return self._encoder.segmenter.closed_segments()
 
 
 def _progress(phase: str, done_s: float, total_s: float, started: float) -> Progress:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import resource
 import threading
@@ -14,6 +15,7 @@ from typing import IO, TYPE_CHECKING, Any, cast
 import psutil
 
 from .budget import detect_budget
+from .checkpoint import RECORD_DIR, Checkpointer, find_resume, fingerprint, span_segments
 from .config import TranscodeConfig
 from .errors import OutputError
 from .inventory import HashingSink
@@ -27,8 +29,8 @@ from .manifest import (
     render_manifest,
     sha256_hex,
 )
-from .models import LoudnessResult, Manifest, RenditionResult, TranscodeResult
-from .output import LocalDirectory, OutputSink, content_type_for
+from .models import Ladder, LoudnessResult, Manifest, RenditionResult, TranscodeResult
+from .output import LocalDirectory, OutputSink, ResumableOutput, content_type_for
 from .pipeline import Coordinator, LadderOutput, ProgressSink
 from .prediction import merge_decisions, predict_still_ladder
 from .probe import Source, probe
@@ -38,6 +40,8 @@ from .version import __version__
 
 if TYPE_CHECKING:
     from .storage.client import S3Client
+
+_log = logging.getLogger("transcoder.checkpoint")
 
 
 def transcode(
@@ -111,6 +115,7 @@ def transcode(
             sink = destination
         inventory = HashingSink(sink)
         identity = _identity(source, opened)
+        checkpoint, resume_note = _checkpointer(config, sink, inventory, identity, encoded, still=still)
         manifests: list[Manifest] = []
 
         def write_manifest(published: LadderOutput, master: bytes) -> list[str]:
@@ -154,6 +159,7 @@ def transcode(
             cancel=cancel,
             before_master=write_manifest,
             still=still,
+            checkpoint=checkpoint,
         ).run()
     cpu_end = process.cpu_times()
     cpu_s = (cpu_end.user - cpu_start.user) + (cpu_end.system - cpu_start.system)
@@ -172,7 +178,36 @@ def transcode(
         thumbnails=output.thumbnails,
         chapters=output.chapters,
         manifest=manifests[-1] if manifests else None,
+        resumed_segments=checkpoint.resume.segments if checkpoint is not None and checkpoint.resume else 0,
+        checkpoint=resume_note,
     )
+
+
+def _checkpointer(
+    config: TranscodeConfig,
+    sink: OutputSink,
+    inventory: HashingSink,
+    identity: SourceIdentity,
+    ladder: Ladder,
+    *,
+    still: bool,
+) -> tuple[Checkpointer | None, str]:
+    """The run's checkpointer, resuming from the output's matching records if any; and why (for the result)."""
+    if not isinstance(sink, ResumableOutput):
+        return None, "off" if not config.checkpoint else "the output cannot hold checkpoints"
+    if not config.checkpoint:
+        # This run rewrites what an earlier run's records vouch for: they go first.
+        for path in sink.listing(RECORD_DIR):
+            sink.retract(path)
+        return None, "off"
+    key = fingerprint(identity, ladder, config, still=still)
+    if key is None:
+        return None, "the source has no identity to check a checkpoint against (a file object)"
+    resume, note = find_resume(sink, key, [rung.name for rung in ladder.rungs])
+    if resume is not None:
+        inventory.adopt(resume.objects)  # the manifest lists what the earlier run stored
+        _log.info("resuming: %s", note)
+    return Checkpointer(sink, inventory, key, span_segments(config), resume), note
 
 
 @contextmanager

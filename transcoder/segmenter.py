@@ -59,10 +59,12 @@ def _weak_io_open(segmenter: HlsSegmenter) -> Any:
 
 
 @dataclass(slots=True)
-class _ClosedSegment:
+class ClosedSegment:
+    """A segment the muxer closed (or an earlier run stored): what :meth:`HlsSegmenter.measured_segments` reads."""
+
     uri: str
     size_bytes: int
-    iframes: list[tuple[int, int, int]]  # offset, length, pts (90 kHz)
+    iframes: list[tuple[int, int, int]]  # offset, length, pts (90 kHz; -1: the fragment starts the segment)
 
 
 class _Capture(io.RawIOBase):
@@ -122,8 +124,12 @@ class HlsSegmenter:
     # An audio rendition passes the video's frame rate and takes the video's
     # origin, timeline_origin_s(origin_fps): a whole number of frames.
     origin_fps: Fraction | None = None
+    # Resuming (transcoder.checkpoint): the segments an earlier run stored
+    # before this one's first, with their durations; the muxer numbers its
+    # segments on from there.
+    restored: tuple[tuple[ClosedSegment, float], ...] = ()
     container: av.container.OutputContainer = field(init=False)
-    segments: list[_ClosedSegment] = field(init=False, default_factory=list)
+    segments: list[ClosedSegment] = field(init=False, default_factory=list)
     init_uri: str | None = field(init=False, default=None)
     _playlist: str = field(init=False, default="")
     _error: BaseException | None = field(init=False, default=None)
@@ -140,6 +146,9 @@ class HlsSegmenter:
     def __post_init__(self) -> None:
         if self.origin_fps is not None:
             self._origin_s = timeline_origin_s(self.origin_fps)
+        if self.restored and not self.video:
+            raise ValueError("only video renditions resume; audio is encoded whole")
+        self.segments.extend(segment for segment, _duration in self.restored)
         extension = "ts" if self.segment_format == "ts" else "m4s"
         # The muxer cuts at the first packet whose pts is at least a multiple
         # of hls_time after the first packet's. Audio's first packet is the
@@ -153,10 +162,22 @@ class HlsSegmenter:
             "hls_playlist_type": "vod",
             "hls_segment_filename": f"{self.name}/seg_%05d.{extension}",
             "hls_flags": "independent_segments",
+            "start_number": str(len(self.restored)),
         }
         if self.segment_format == "fmp4":
             options["hls_segment_type"] = "fmp4"
             options["hls_fmp4_init_filename"] = "init.mp4"
+            if self.restored:
+                # A resumed rendition's fragments must carry the decode times
+                # (tfdt) the uninterrupted muxer would have written: times from
+                # the track's start, which the earlier run's init segment puts
+                # at the origin. Told its first fragment is discontinuous, the
+                # mp4 muxer writes each tfdt from the packets' own times; so
+                # this rendition's packets are muxed without the origin offset,
+                # and its first packet lands at the first segment's start, as
+                # the earlier run's would have.
+                options["hls_segment_options"] = "movflags=+frag_discont"
+                self._origin_s = Fraction(0)
             self.init_uri = "init.mp4"
         self.container = av.open(
             f"{self.name}/muxer.m3u8",
@@ -187,7 +208,11 @@ class HlsSegmenter:
                 return
             relpath = url if url.startswith(self.name + "/") else posixpath.join(self.name, url)
             if url.endswith("init.mp4"):
-                self.sink.put(relpath, data)
+                # A resumed rendition keeps the earlier run's init segment,
+                # which the checkpoint vouches for: this muxer's would say in
+                # its edit list that the track starts where this run did.
+                if not self.restored:
+                    self.sink.put(relpath, data)
                 return
             if self.video:
                 self.sink.put(relpath, data)
@@ -198,7 +223,7 @@ class HlsSegmenter:
             iframes: list[tuple[int, int, int]] = []
             if self.video:
                 iframes = ts_iframe_ranges(data) if self.segment_format == "ts" else _fmp4_iframes(data)
-            self.segments.append(_ClosedSegment(uri=posixpath.basename(relpath), size_bytes=len(data), iframes=iframes))
+            self.segments.append(ClosedSegment(uri=posixpath.basename(relpath), size_bytes=len(data), iframes=iframes))
         except BaseException as exc:
             if self._error is None:
                 self._error = exc
@@ -283,13 +308,23 @@ class HlsSegmenter:
         with contextlib.suppress(Exception):
             self.container.close()
 
+    def closed_segments(self) -> list[ClosedSegment]:
+        """The segments closed so far (stored or queued whole), restored ones first.
+
+        Callable from any thread while the owner thread encodes (a copy of a
+        list only ever appended to). Durations are known only once the muxer
+        is closed (:meth:`measured_segments`).
+        """
+        return list(self.segments)
+
     def measured_segments(self) -> list[SegmentInfo]:
         """The closed segments with durations from the muxer's own playlist.
 
         I-frame durations run to the next I-frame (across segment boundaries)
         and, for the last one, to the end of the rendition.
         """
-        durations = [float(d) for d in _EXTINF.findall(self._playlist)]
+        durations = [duration for _segment, duration in self.restored]
+        durations += [float(d) for d in _EXTINF.findall(self._playlist)]
         for _ in range(self._folded):
             if len(durations) >= 2:
                 tail = durations.pop()

@@ -32,7 +32,7 @@ from .models import AudioPlan, Ladder, LoudnessResult, Rung, SourceInfo
 from .output import OutputSink
 from .poster import PosterPicker
 from .probe import Source
-from .segmenter import HlsSegmenter
+from .segmenter import ClosedSegment, HlsSegmenter
 from .still import RepeatDetector
 from .storyboard import Storyboard
 from .threadplan import ThreadPlan
@@ -208,18 +208,24 @@ class RungStage(Stage):
         control: Control,
         chapters: ChapterDetector | None = None,
         still: bool = False,
+        restored: tuple[tuple[ClosedSegment, float], ...] = (),
+        codecs: str | None = None,
     ) -> None:
         """``chapters`` (one rung at most: it is not thread-safe) sees every output picture of this rung.
 
         ``still``: encode with a still source's x264 settings (:func:`~transcoder.encode.x264_options`).
+        ``restored``: the segments an earlier run stored (:mod:`transcoder.checkpoint`), whose
+        ``codecs`` it measured; encoding starts after them.
         """
         super().__init__(f"rung-{rung.name}", control, nice=threads.encoder_nice.get(rung.name, 0))
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=config.queue_depth)
+        segment_s = rung_segment_s(ladder, rung)
         segmenter = HlsSegmenter(
             name=rung.name,
             sink=sink,
-            segment_s=rung_segment_s(ladder, rung),
+            segment_s=segment_s,
             segment_format=config.segment_format,
+            restored=restored,
         )
         try:
             self.encoder = RungEncoder(
@@ -234,7 +240,10 @@ class RungStage(Stage):
                 colour=colour,
                 on_picture=chapters.offer if chapters is not None else None,
                 still=still,
+                start_slot=len(restored) * round(Fraction(segment_s) * rung.fps),
             )
+            if codecs is not None:
+                self.encoder.codecs = codecs
         except BaseException:
             segmenter.abandon()
             raise

@@ -4,6 +4,10 @@ Everything that decodes, encodes or touches storage runs here, so a segfault
 or an out-of-memory kill takes down this process only; the parent, which
 never imports PyAV or boto3, outlives it and reports the failure.
 
+A run of the job that died part way (checkpoint records, no master) is
+carried on in its own directory rather than this run's: the engine keeps
+what the records vouch for and encodes the rest.
+
 Protocol. stdin: one line, the JSON job spec (below); the parent then keeps
 stdin open, and end-of-file means the parent is gone: the run is cancelled.
 stdout: JSON lines, one event each::
@@ -43,7 +47,16 @@ from collections.abc import Mapping
 from typing import IO, Any
 
 from .layout import RunDir
-from .outputs import IncompleteLadderError, LocalStore, S3Store, Store, StoreError, find_complete_ladder, inspect_ladder
+from .outputs import (
+    IncompleteLadderError,
+    LocalStore,
+    S3Store,
+    Store,
+    StoreError,
+    find_complete_ladder,
+    find_resumable_run,
+    inspect_ladder,
+)
 from .settings import OutputRoot
 
 __all__ = ["classify", "main"]
@@ -185,6 +198,12 @@ def run_spec(spec: Mapping[str, Any], *, cancel: threading.Event, protocol: _Pro
         from transcoder import CancelledError
 
         raise CancelledError("the run was cancelled before it started")
+
+    # A run of this job that died part way left checkpoint records: carry on in its directory.
+    resumable = find_resumable_run(store, video_id=run.video_id, job_id=run.job_id)
+    if resumable is not None:
+        log.info("resuming in %s, which an earlier run left unfinished", resumable.relative)
+        run = resumable
 
     from transcoder import EncoderSettings, TranscodeConfig, transcode
 

@@ -17,7 +17,9 @@ ladder another run is reading or reporting).
 attempt) lists the directories that start with it and adopts one whose master
 playlist exists and checks out, instead of encoding again. The master playlist
 is written last, after every object it names is stored, so its presence means
-that ladder is complete.
+that ladder is complete. A directory with checkpoint records and no master is
+a run that died part way: a later attempt transcodes into it and resumes
+(worker.outputs.find_resumable_run), so the keys it had stored stay its own.
 
 ``hls_path`` (reported to the API) is the master playlist's object key in the
 bucket, HLS_OUTPUT_URI's own prefix included (``hls/7/42-a1-3f9c0b1d/master.m3u8``),
@@ -33,10 +35,11 @@ from dataclasses import dataclass
 
 from .settings import OutputRoot
 
-__all__ = ["MANIFEST", "MASTER", "RunDir", "job_stem", "new_run_tag", "parse_run_dir"]
+__all__ = ["CHECKPOINTS", "MANIFEST", "MASTER", "RunDir", "job_stem", "new_run_tag", "parse_run_dir"]
 
 MASTER = "master.m3u8"
 MANIFEST = "manifest.json"  # the engine's output manifest, stored just before the master
+CHECKPOINTS = ".checkpoint/"  # the engine's checkpoint records: a run that died left them (transcoder.checkpoint)
 _RUN_TAG = re.compile(r"^[0-9a-f]{8}$")
 _RUN_DIR = re.compile(r"^(?P<video>[1-9][0-9]*)/(?P<job>[1-9][0-9]*)-a(?P<attempt>[1-9][0-9]*)-(?P<tag>[0-9a-f]{8})/$")
 

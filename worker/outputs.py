@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .layout import MANIFEST, MASTER, RunDir, job_stem, parse_run_dir
+from .layout import CHECKPOINTS, MANIFEST, MASTER, RunDir, job_stem, parse_run_dir
 from .playlists import completion_report, parse_master, parse_media, resolve
 from .settings import OutputRoot
 
@@ -41,6 +41,7 @@ __all__ = [
     "StoreError",
     "StoredObject",
     "find_complete_ladder",
+    "find_resumable_run",
     "inspect_ladder",
 ]
 
@@ -285,6 +286,30 @@ def find_complete_ladder(
             if on_skip is not None:
                 on_skip(directory, str(exc))
     return None
+
+
+def find_resumable_run(store: Store, *, video_id: int, job_id: int) -> RunDir | None:
+    """The newest run of this job that left checkpoint records and no master playlist, or None.
+
+    Such a run died (a Spot reclaim, a crash, the timeout) after storing part
+    of its ladder: a new attempt transcodes into its directory, and the
+    engine resumes after what the records vouch for (transcoder.checkpoint)
+    or, if the source or the settings changed, starts over there. Newest
+    means the latest record's modification time.
+    """
+    candidates: list[tuple[float, str, RunDir]] = []
+    for directory in store.directories(job_stem(video_id, job_id)):
+        run = parse_run_dir(directory)
+        if run is None or run.video_id != video_id or run.job_id != job_id:
+            continue
+        if store.modified(directory + MASTER) is not None:
+            continue
+        records = store.objects(directory + CHECKPOINTS)
+        if records:
+            candidates.append((max(record.modified for record in records), directory, run))
+    if not candidates:
+        return None
+    return max(candidates, key=lambda c: (c[0], c[1]))[2]
 
 
 def _read_text(store: Store, key: str) -> str:

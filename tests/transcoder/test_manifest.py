@@ -6,7 +6,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -75,8 +75,8 @@ class OrderSink:
         self.calls.append(("publish", relpath))
         self.inner.publish(relpath, data)
 
-    def abort(self) -> None:
-        self.inner.abort()
+    def abort(self, keep: Collection[str] = ()) -> None:
+        self.inner.abort(keep)
 
     def retract(self, relpath: str) -> None:
         self.inner.retract(relpath)

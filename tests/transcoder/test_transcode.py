@@ -17,7 +17,7 @@ import math
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -809,8 +809,8 @@ class FailingSink:
     def publish(self, relpath: str, data: bytes) -> None:
         self.inner.publish(relpath, data)
 
-    def abort(self) -> None:
-        self.inner.abort()
+    def abort(self, keep: Collection[str] = ()) -> None:
+        self.inner.abort(keep)
 
     def retract(self, relpath: str) -> None:
         self.inner.retract(relpath)

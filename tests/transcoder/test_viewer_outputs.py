@@ -13,7 +13,7 @@ import io
 import itertools
 import json
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
@@ -275,9 +275,9 @@ class _Recording:
         self.calls.append(("publish", relpath))
         self.inner.publish(relpath, data)
 
-    def abort(self) -> None:
+    def abort(self, keep: Collection[str] = ()) -> None:
         self.calls.append(("abort", ""))
-        self.inner.abort()
+        self.inner.abort(keep)
 
     def retract(self, relpath: str) -> None:
         self.inner.retract(relpath)

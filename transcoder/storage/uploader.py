@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
@@ -22,6 +22,7 @@ from ..threads import started_pool
 from .client import S3Client, call, client_error_facts, storage_error
 from .config import MAX_PARTS, MIB, S3Location, StorageConfig
 from .errors import UploadError
+from .objects import ObjectStore
 
 T = TypeVar("T")
 
@@ -29,6 +30,7 @@ _POLL_S = 0.05
 # Cleanup (aborting multipart uploads, deleting a failed run's objects) gets its
 # own, shorter deadline: it runs after the run's own deadline may have passed.
 _CLEANUP_DEADLINE_S = 60.0
+_MAX_READ_BYTES = 1024 * 1024  # a checkpoint record is about 1 KB per rendition and span
 _SEGMENT_EXTENSIONS = (".ts", ".m4s", ".mp4", ".aac", ".m4a")
 
 
@@ -159,8 +161,8 @@ class S3Sink:
             raise
         self._stored_ok(target.key, etag, len(data))
 
-    def abort(self) -> None:
-        """Stop, abort this sink's open multipart uploads, delete what it stored. Never raises."""
+    def abort(self, keep: Collection[str] = ()) -> None:
+        """Stop, abort this sink's open multipart uploads, delete what it stored but ``keep``. Never raises."""
         try:
             self._stop.set()
             with self._cond:
@@ -171,7 +173,8 @@ class S3Sink:
             self._wait_idle(self._config.connect_timeout_s + self._config.read_timeout_s + 5)
             with self._cond:
                 uploads = list(self._open_uploads.items())
-                keys = sorted(set(self._stored) | self._publishing)
+                kept = {self.location.join(relpath).key for relpath in keep}
+                keys = sorted((set(self._stored) | self._publishing) - kept)
             for upload_id, key in uploads:
                 self._abort_upload(key, upload_id)
             self._delete(keys)
@@ -213,6 +216,26 @@ class S3Sink:
 
     def describe(self, relpath: str) -> str:
         return self.location.join(relpath).uri
+
+    # -- ResumableOutput (transcoder.checkpoint) -------------------------------------
+
+    def stored(self, relpaths: Sequence[str]) -> bool:
+        """Whether every one of ``relpaths`` was confirmed by the storage (a PUT or multipart completed)."""
+        keys = [self.location.join(relpath).key for relpath in relpaths]
+        with self._cond:
+            return all(key in self._stored for key in keys)
+
+    def listing(self, prefix: str = "") -> dict[str, int]:
+        """Objects under ``prefix`` (any run's), relative to this sink's prefix, with their sizes."""
+        base = self.location.key
+        return {info.key[len(base) :]: info.size for info in self._object_api().list_objects(base + prefix)}
+
+    def read(self, relpath: str) -> bytes | None:
+        """One small object's bytes (a checkpoint record), None if it does not exist."""
+        return self._object_api().read(self.location.join(relpath).key, max_bytes=_MAX_READ_BYTES)
+
+    def _object_api(self) -> ObjectStore:
+        return ObjectStore(self._client, self.location.bucket, self._config, cancel=self._cancel)
 
     # -- lifecycle -----------------------------------------------------------------
 
