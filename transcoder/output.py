@@ -89,9 +89,10 @@ class ResumableOutput(Protocol):
 class LocalDirectory:
     """A sink writing into a local directory.
 
-    Objects are written where they belong as they arrive; the master playlist
-    is written to a temporary name and renamed, so it appears whole or not at
-    all. :meth:`abort` removes every file this run wrote.
+    Objects are written where they belong as they arrive, each to a
+    temporary name and renamed, so every file appears whole or not at all (a
+    run killed mid-write leaves no truncated segment or checkpoint record
+    under its real name). :meth:`abort` removes every file this run wrote.
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
@@ -106,21 +107,20 @@ class LocalDirectory:
 
     def put(self, relpath: str, data: bytes) -> None:
         target = self._target(relpath)
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with self._lock:
-                self._written.append(target)
-            target.write_bytes(data)
-        except OSError as exc:
-            raise OutputError(
-                "could not write output file", context={"path": str(target), "error": exc.strerror}
-            ) from exc
+        with self._lock:
+            self._written.append(target)
+        self._write(target, data)
 
     def flush(self) -> None:
         return None  # writes are synchronous
 
     def publish(self, relpath: str, data: bytes) -> None:
         target = self._target(relpath)
+        self._write(target, data)
+        with self._lock:
+            self._written.append(target)
+
+    def _write(self, target: Path, data: bytes) -> None:
         temporary = target.with_name(f".{target.name}.partial")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -131,8 +131,6 @@ class LocalDirectory:
             raise OutputError(
                 "could not write output file", context={"path": str(target), "error": exc.strerror}
             ) from exc
-        with self._lock:
-            self._written.append(target)
 
     def abort(self, keep: Collection[str] = ()) -> None:
         kept = {self.root / relpath for relpath in keep}
