@@ -30,11 +30,12 @@ The spec::
 
     {"source": "s3://bucket/key" | "/abs/path", "output_root": {"bucket": "b" | null, "prefix": "hls/"},
      "video_id": 7, "job_id": 42, "attempt": 1, "run_tag": "3f9c0b1d",
-     "preset": "veryfast" | null, "threads": 4 | null}
+     "preset": "veryfast" | null, "threads": 4 | null, "checkpoint_s": 30.0 | null}
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -209,6 +210,8 @@ def run_spec(spec: Mapping[str, Any], *, cancel: threading.Event, protocol: _Pro
 
     encoder = EncoderSettings(preset=spec["preset"]) if spec.get("preset") else EncoderSettings()
     config = TranscodeConfig(encoder=encoder, threads=spec.get("threads"))
+    if spec.get("checkpoint_s"):
+        config = dataclasses.replace(config, checkpoint_span_s=float(spec["checkpoint_s"]))
     destination = run.destination(root)
     result = transcode(
         source, destination, config=config, progress=_ProgressSink(protocol), cancel=cancel, s3_client=client

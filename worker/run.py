@@ -346,6 +346,7 @@ class WorkerRun:
             "run_tag": run_dir.run_tag,
             "preset": settings.preset,
             "threads": settings.threads,
+            "checkpoint_s": settings.checkpoint_s,
         }
         env = {k: v for k, v in self._environ.items() if k not in _CHILD_ENV_DROP}
         progress_stop = threading.Event()

@@ -66,6 +66,10 @@ ENVIRONMENT: dict[str, tuple[bool, str]] = {
     "JOB_API_DEADLINE_S": (False, f"one API call with its retries (default {DEFAULT_API_DEADLINE_S:g})"),
     "TRANSCODE_THREADS": (False, "CPU budget of the transcode (default: the affinity mask / cgroup quota)"),
     "WORKER_PRESET": (False, "x264 preset (default: the engine's, veryfast)"),
+    "WORKER_CHECKPOINT_S": (
+        False,
+        "timeline seconds per checkpoint record: what a killed run can lose (default: the engine's, 30)",
+    ),
 }
 
 _S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -142,6 +146,7 @@ class Settings:
     api_deadline_s: float = DEFAULT_API_DEADLINE_S
     threads: int | None = None
     preset: str | None = None
+    checkpoint_s: float | None = None
     secrets: tuple[str, ...] = field(default=(), repr=False)  # values the log must never show
 
     @property
@@ -215,6 +220,10 @@ def read_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None)
     if preset is not None and preset not in X264_PRESETS:
         problems.append(f"WORKER_PRESET must be one of {', '.join(X264_PRESETS)}")
 
+    checkpoint_s = reader.seconds("WORKER_CHECKPOINT_S", 0.0) or None
+    if checkpoint_s is not None and not 1 <= checkpoint_s <= 3600:
+        problems.append("WORKER_CHECKPOINT_S must be within 1..3600 seconds")
+
     if problems:
         raise SettingsError(problems)
     secrets = tuple(value for name in _SECRET_NAMES if len(value := env.get(name, "")) >= 4)
@@ -232,6 +241,7 @@ def read_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None)
         api_deadline_s=api_deadline_s,
         threads=threads,
         preset=preset,
+        checkpoint_s=checkpoint_s,
         secrets=secrets,
     )
 

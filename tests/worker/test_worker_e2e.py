@@ -311,6 +311,63 @@ def test_killed_after_uploading_before_completing_then_rerun_adopts_the_ladder(s
     assert_manifest_reported(setup, job["video"])  # read back from the adopted ladder
 
 
+def stored_objects(setup: Setup) -> dict[str, tuple[str, Any]]:
+    """Every key under hls/ with its ETag and modification time: what a rewrite would change."""
+    found: dict[str, tuple[str, Any]] = {}
+    paginator = setup.s3.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=setup.space.bucket, Prefix=setup.space.key("hls/")):
+        for item in page.get("Contents", []):
+            found[item["Key"][len(setup.space.prefix) :]] = (item["ETag"], item["LastModified"])
+    return found
+
+
+def test_killed_mid_encode_then_the_next_attempt_resumes(setup: Setup) -> None:
+    """kill -9 at about 60% (three of five checkpoint spans stored); the next attempt keeps them."""
+    job_id = setup.job({"width": 640, "height": 360, "seconds": 20.0})
+    env = {"WORKER_PRESET": "medium", "WORKER_CHECKPOINT_S": "4"}  # 4 s segments: five spans, four recordable
+    worker = WorkerProcess.start(job_id, setup.env(**env))
+    deadline = time.monotonic() + 120
+    while True:
+        records = [key for key in setup.hls_keys() if "/.checkpoint/" in key]
+        if len(records) >= 3:
+            worker.kill_group()  # the instance is gone: no cancel, no cleanup, no report
+            break
+        assert worker.process.poll() is None and time.monotonic() < deadline, worker.text()
+        time.sleep(0.02)
+    worker.finish()
+    assert worker.process.returncode == -signal.SIGKILL
+    assert setup.masters() == []
+    before = stored_objects(setup)
+    recorded = len([key for key in before if "/.checkpoint/" in key])
+    assert 3 <= recorded < 5
+
+    moved = setup.api.scan_stuck_jobs(now=time.time() + 3600)
+    assert [(m.job_id, m.to_state.value, m.attempt) for m in moved] == [(job_id, "RETRY_WAIT", 2)]
+    again = WorkerProcess.start(job_id, setup.env(AWS_BATCH_JOB_ID="e2e-batch-retry", **env))
+    assert again.finish() == ExitCode.OK, again.text()
+    job = setup.get(job_id)
+    assert job["state"] == "SUCCEEDED"
+    hls_path = job["video"]["hls_path"]
+    assert "-a1-" in hls_path  # the second attempt finished the first one's ladder, in its directory
+    base = hls_path.rsplit("/", 1)[0][len(setup.space.prefix) :] + "/"
+    after = stored_objects(setup)
+    video = sorted(key for key in after if key.startswith(base + "360p/seg_"))
+    assert len(video) == 5
+    kept = [key for key in video if before.get(key) == after[key]]
+    # The recorded segments were neither encoded nor uploaded again: at most 2 of 5 (40%) were.
+    assert kept == video[:recorded]
+    assert (len(video) - len(kept)) / len(video) <= 0.45
+    assert not any("/.checkpoint/" in key for key in after)
+    assert_manifest_reported(setup, job["video"])
+    playlist = m3u8.loads(
+        setup.s3.get_object(Bucket=setup.space.bucket, Key=setup.space.key(base + "360p/index.m3u8"))["Body"]
+        .read()
+        .decode()
+    )
+    assert [segment.uri for segment in playlist.segments] == [key.rsplit("/", 1)[1] for key in video]
+    assert not any(segment.discontinuity for segment in playlist.segments)
+
+
 def test_sigterm_mid_encode_reports_a_retryable_failure_and_publishes_nothing(setup: Setup) -> None:
     job_id = setup.job(HEAVY)
     worker = WorkerProcess.start(job_id, setup.env(WORKER_PRESET="veryfast"))
