@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
@@ -55,8 +55,9 @@ RECORD_DIR = ".checkpoint/"
 FORMAT = 1
 
 
-def record_path(span: int) -> str:
-    return f"{RECORD_DIR}span-{span:05d}.json"
+def record_path(first: int) -> str:
+    """A record's name: the number of the first segment it covers."""
+    return f"{RECORD_DIR}span-{first:05d}.json"
 
 
 def span_segments(config: TranscodeConfig) -> int:
@@ -122,12 +123,37 @@ class RenditionSpan:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SpanRecord:
-    """``.checkpoint/span-NNNNN.json``: segments ``first`` .. ``first + count - 1`` of every video rendition."""
+    """``.checkpoint/span-NNNNN.json``: segments ``first`` .. ``end - 1`` of every video rendition."""
 
     fingerprint: str
-    span: int
     first: int
     renditions: tuple[RenditionSpan, ...]
+
+    @property
+    def end(self) -> int:
+        return self.first + (len(self.renditions[0].segments) if self.renditions else 0)
+
+    @property
+    def path(self) -> str:
+        return record_path(self.first)
+
+    def objects(self) -> list[ObjectEntry]:
+        """Every object the record vouches for (its segments and init segments), keys from the output root."""
+        found: list[ObjectEntry] = []
+        for part in self.renditions:
+            if part.init is not None:
+                found.append(part.init)
+            for segment in part.segments:
+                key = f"{part.name}/{segment.uri}"
+                found.append(
+                    ObjectEntry(
+                        key=key,
+                        size_bytes=segment.size_bytes,
+                        sha256=segment.sha256,
+                        content_type=content_type_for(key),
+                    )
+                )
+        return found
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
@@ -155,22 +181,16 @@ class SpanRecord:
                 )
                 for r in raw["renditions"]
             )
-            return cls(
-                fingerprint=str(raw["fingerprint"]),
-                span=int(raw["span"]),
-                first=int(raw["first"]),
-                renditions=renditions,
-            )
+            return cls(fingerprint=str(raw["fingerprint"]), first=int(raw["first"]), renditions=renditions)
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"not a checkpoint record: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Resume:
-    """Where a run resumes: the first ``segments`` segments of every video rendition are stored."""
+    """The stored segments before ``segments`` (every video rendition), from the records that vouch for them."""
 
     segments: int
-    spans: int
     restored: Mapping[str, tuple[tuple[ClosedSegment, float], ...]]
     codecs: Mapping[str, str]
     records: tuple[str, ...]  # the record objects (relative paths)
@@ -180,16 +200,46 @@ class Resume:
         return [*self.records, *(entry.key for entry in self.objects)]
 
 
-def find_resume(output: ResumableOutput, fingerprint: str, renditions: Sequence[str]) -> tuple[Resume | None, str]:
-    """The resume point the output's records allow, and why (for logs and ``--json``).
+def resume_from(records: Sequence[SpanRecord], renditions: Sequence[str]) -> Resume:
+    """The :class:`Resume` that ``records`` make: they must cover segments 0 .. n-1, each once, in any order."""
+    ordered = sorted(records, key=lambda record: record.first)
+    end = 0
+    for record in ordered:
+        if record.first != end:
+            raise ValueError(f"the records leave segments {end}..{record.first - 1} uncovered")
+        end = record.end
+    restored: dict[str, list[tuple[ClosedSegment, float]]] = {name: [] for name in renditions}
+    codecs: dict[str, str] = {}
+    objects: dict[str, ObjectEntry] = {}
+    for record in ordered:
+        for part in record.renditions:
+            restored[part.name].extend(segment.closed() for segment in part.segments)
+            if part.codecs:
+                codecs[part.name] = part.codecs
+        objects.update((entry.key, entry) for entry in record.objects())
+    return Resume(
+        segments=end,
+        restored={name: tuple(items) for name, items in restored.items()},
+        codecs=codecs,
+        records=tuple(record.path for record in ordered),
+        objects=tuple(objects[key] for key in sorted(objects)),
+    )
 
-    Reads the records only (small objects) and lists the rendition
-    directories: the segments themselves are never read back.
+
+def find_records(
+    output: ResumableOutput, fingerprint: str, renditions: Sequence[str]
+) -> tuple[dict[int, SpanRecord], str]:
+    """The output's records that can be resumed from, by first segment, and a note on what was found.
+
+    A record counts when it has this run's fingerprint, covers every video
+    rendition with the same segment numbers, and every object it names is in
+    the output at its recorded size. Reads the records only (small objects)
+    and lists the rendition directories: the segments are never read back.
     """
     listing = output.listing(RECORD_DIR)
     if not listing:
-        return None, "no checkpoint records"
-    records: dict[int, SpanRecord] = {}
+        return {}, "no checkpoint records"
+    matching: list[SpanRecord] = []
     for path in sorted(listing):
         data = output.read(path)
         if data is None:
@@ -197,46 +247,26 @@ def find_resume(output: ResumableOutput, fingerprint: str, renditions: Sequence[
         try:
             record = SpanRecord.from_json(data)
         except ValueError:
-            continue
-        if record.fingerprint == fingerprint and path == record_path(record.span):
-            records[record.span] = record
-    if not records:
-        return None, "the checkpoint records are for another source or other settings"
+            continue  # cut short by a crash, or not ours
+        if record.fingerprint == fingerprint and path == record.path:
+            matching.append(record)
+    if not matching:
+        return {}, "the checkpoint records are for another source or other settings"
     stored = {name: output.listing(name + "/") for name in renditions}
-    spans: list[SpanRecord] = []
-    expected_first = 0
-    for span in range(len(records)):
-        found = records.get(span)
-        if found is None or found.first != expected_first or not _whole(found, renditions, stored):
-            break
-        spans.append(found)
-        expected_first += len(record.renditions[0].segments)
-    if not spans:
-        return None, "the first span's record or its segments are missing"
-    restored: dict[str, list[tuple[ClosedSegment, float]]] = {name: [] for name in renditions}
-    codecs: dict[str, str] = {}
-    objects: dict[str, ObjectEntry] = {}
-    for record in spans:
-        for part in record.renditions:
-            restored[part.name].extend(segment.closed() for segment in part.segments)
-            if part.codecs:
-                codecs[part.name] = part.codecs
-            if part.init is not None:
-                objects[part.init.key] = part.init
-            for segment in part.segments:
-                key = f"{part.name}/{segment.uri}"
-                objects[key] = ObjectEntry(
-                    key=key, size_bytes=segment.size_bytes, sha256=segment.sha256, content_type=content_type_for(key)
-                )
-    resume = Resume(
-        segments=expected_first,
-        spans=len(spans),
-        restored={name: tuple(items) for name, items in restored.items()},
-        codecs=codecs,
-        records=tuple(record_path(record.span) for record in spans),
-        objects=tuple(objects[key] for key in sorted(objects)),
-    )
-    return resume, f"{len(spans)} checkpoint record(s) match: resuming at segment {expected_first}"
+    valid = {record.first: record for record in matching if _whole(record, renditions, stored)}
+    if not valid:
+        return {}, "the segments the checkpoint records name are missing or damaged"
+    return valid, f"{len(valid)} checkpoint record(s) match"
+
+
+def covered_prefix(records: Mapping[int, SpanRecord]) -> list[SpanRecord]:
+    """The records that cover segments 0, 1, ... without a gap."""
+    chain: list[SpanRecord] = []
+    end = 0
+    while (record := records.get(end)) is not None:
+        chain.append(record)
+        end = record.end
+    return chain
 
 
 def _whole(record: SpanRecord, renditions: Sequence[str], stored: Mapping[str, Mapping[str, int]]) -> bool:
@@ -300,16 +330,22 @@ class Checkpointer:
     sink: _Inventory
     fingerprint: str
     span: int  # segments per span
+    # The segments an earlier run (or other processes) stored before this
+    # run's first; this run's spans start where they end.
     resume: Resume | None = None
-    _next: int = field(init=False, default=0)
+    # Set when the segments before this run's first are not known yet
+    # (chunk mode: workers encode them); spans start here.
+    start: int | None = None
+    _next: int = field(init=False, default=0)  # the first segment of the next span
     _written: list[str] = field(init=False, default_factory=list)
     _vouched: list[str] = field(init=False, default_factory=list)
-    on_record: Callable[[int], None] | None = None
 
     def __post_init__(self) -> None:
         if self.resume is not None:
-            self._next = self.resume.spans
+            self._next = self.resume.segments
             self._vouched.extend(self.resume.kept())
+        if self.start is not None:
+            self._next = self.start
 
     def tick(self, renditions: Sequence[VideoRendition]) -> None:
         """Write the record of every span that became complete since the last tick."""
@@ -317,7 +353,7 @@ class Checkpointer:
             return
         closed = [rendition.closed_segments() for rendition in renditions]
         while True:
-            first = self._first(self._next)
+            first = self._next
             end = first + self.span
             # The segment after the span must be closed too (see the module docstring).
             if any(len(segments) <= end for segments in closed):
@@ -355,19 +391,11 @@ class Checkpointer:
                 )
             if not self.output.stored(paths):
                 return
-            record = SpanRecord(fingerprint=self.fingerprint, span=self._next, first=first, renditions=tuple(parts))
-            path = record_path(self._next)
-            self.sink.put(path, record.to_json())
-            self._written.append(path)
+            record = SpanRecord(fingerprint=self.fingerprint, first=first, renditions=tuple(parts))
+            self.sink.put(record.path, record.to_json())
+            self._written.append(record.path)
             self._vouched.extend(paths)
-            if self.on_record is not None:
-                self.on_record(self._next)
-            self._next += 1
-
-    def _first(self, span: int) -> int:
-        """The first segment of ``span``: a resumed run's spans go on from the restored ones."""
-        segments, spans = (self.resume.segments, self.resume.spans) if self.resume is not None else (0, 0)
-        return segments + (span - spans) * self.span
+            self._next = end
 
     def keep(self) -> list[str]:
         """What a failed run must leave for the next one: the records and everything they vouch for.
@@ -411,8 +439,10 @@ __all__ = [
     "Resume",
     "SpanRecord",
     "StoredSegment",
-    "find_resume",
+    "covered_prefix",
+    "find_records",
     "fingerprint",
     "record_path",
+    "resume_from",
     "span_segments",
 ]

@@ -14,6 +14,8 @@ from .errors import ConfigError
 from .storyboard import StoryboardPolicy
 
 SegmentFormat = Literal["ts", "fmp4"]
+# How a run executes (transcoder.chunks): "auto" chooses serial or chunks.
+ExecutionMode = Literal["auto", "serial", "chunks"]
 X264_PRESETS = (
     "ultrafast",
     "superfast",
@@ -197,6 +199,11 @@ class TranscodeConfig:
     # Timeline a record covers: a dead run loses at most about this much
     # encoding. A record is a small object per span (~1 KB per rung).
     checkpoint_span_s: float = 30.0
+    # Serial (one pass) or time chunks on worker processes (transcoder.chunks);
+    # "auto" chooses from the budget and the ladder. ``workers`` forces the
+    # number of chunk worker processes.
+    parallel: ExecutionMode = "auto"
+    workers: int | None = None
 
     def __post_init__(self) -> None:
         if self.segment_format not in ("ts", "fmp4"):
@@ -213,6 +220,10 @@ class TranscodeConfig:
             raise ConfigError("threads out of range", context={"threads": self.threads})
         if not 0 < self.checkpoint_span_s <= 3600:
             raise ConfigError("checkpoint span out of range", context={"checkpoint_span_s": self.checkpoint_span_s})
+        if self.parallel not in ("auto", "serial", "chunks"):
+            raise ConfigError("parallel must be auto, serial or chunks", context={"parallel": self.parallel})
+        if self.workers is not None and not 1 <= self.workers <= 256:
+            raise ConfigError("workers out of range", context={"workers": self.workers})
         if not 1 <= self.queue_depth <= 128:
             raise ConfigError("queue depth out of range", context={"queue_depth": self.queue_depth})
         # The policies check their own values on construction; this catches a

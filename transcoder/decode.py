@@ -13,8 +13,10 @@ frame.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
@@ -52,6 +54,38 @@ _AUDIO_OVERRUN_S = Fraction(1)
 _HOLD_MIN_S = Fraction(1, 4)
 
 
+@dataclass(frozen=True, slots=True)
+class DecodeSpan:
+    """Part of the video to decode, in output time: from the keyframe before ``start_s`` to ``stop_s``.
+
+    ``origin`` is the source time of the whole file's first video frame (what
+    a full decode measures output time from): :func:`first_frame_time`.
+    Delivery ends with the first frame at or past ``stop_s``.
+    """
+
+    origin: Fraction
+    start_s: Fraction
+    stop_s: Fraction
+
+
+class _First(Exception):
+    pass
+
+
+def first_frame_time(source: Source, info: SourceInfo, *, threads: int = 1) -> Fraction:
+    """The source time of the first video frame a full decode delivers (the output timeline's origin)."""
+
+    def first(frame: av.VideoFrame, _time: Fraction) -> None:
+        raise _First  # the origin is set: stop here
+
+    decoder = Decoder(source, info, threads=threads, on_video=first, on_audio=None, cancel=threading.Event())
+    with contextlib.suppress(_First):
+        decoder.run()
+    if decoder.origin is None:
+        raise InputError("input has no decodable video frame")
+    return decoder.origin
+
+
 class Decoder:
     """Demuxes and decodes ``source``; one owner thread runs :meth:`run`."""
 
@@ -64,8 +98,11 @@ class Decoder:
         on_video: VideoSink,
         on_audio: AudioSink | None,
         cancel: threading.Event,
+        span: DecodeSpan | None = None,
     ) -> None:
+        """``span``: decode only part of the video (a chunk, :mod:`transcoder.chunks`); no audio then."""
         self.source = source
+        self.span = span
         self.info = info
         self.threads = threads
         self.on_video = on_video
@@ -81,6 +118,8 @@ class Decoder:
         self._frame_duration = 1 / info.video.fps if info.video.fps > 0 else Fraction(1, 25)
         self._pending_audio: list[tuple[av.AudioFrame, Fraction]] = []
         self._audio_limit_s = Fraction(info.duration_s) + _AUDIO_OVERRUN_S
+        if span is not None:
+            self.origin = span.origin
 
     @property
     def end_s(self) -> Fraction:
@@ -92,6 +131,10 @@ class Decoder:
         rendition keeps the rest. Audio counts only up to the probed duration
         (plus ``_AUDIO_OVERRUN_S``), see :meth:`_deliver_audio`.
         """
+        if self.span is not None:
+            # A chunk ends at its boundary; a video that ran out before it
+            # (the probe overstated it) is held there, as audio past the end is.
+            return self.span.stop_s
         if self.audio_end_s - self.video_end_s > _HOLD_MIN_S:
             return self.audio_end_s
         return self.video_end_s
@@ -110,6 +153,8 @@ class Decoder:
                 astream = container.streams[self.info.audio.index]
                 streams.append(astream)
             graph = _filter_graph(vstream, self.info, threads=self.threads)
+            if self.span is not None:
+                self._seek(container, vstream)
             try:
                 for packet in container.demux(*streams):
                     if self.cancel.is_set():
@@ -118,6 +163,8 @@ class Decoder:
                         for frame in self._decode(packet):
                             self.frames_decoded += 1
                             self._video(frame, graph)
+                        if self._stopped():
+                            return
                     elif astream is not None:
                         for aframe in self._decode(packet):
                             self._audio(aframe)
@@ -130,8 +177,21 @@ class Decoder:
                 self._video(frame, graph)
             if graph is not None:
                 self._drain(graph, flush=True)
+        if self.span is not None:
+            return
         self._check_complete()
 
+    def _seek(self, container: Any, vstream: Any) -> None:
+        """Start at the keyframe at or before the span's start (the demuxer's index says where)."""
+        assert self.span is not None and self.origin is not None
+        if self.span.start_s <= 0 or vstream.time_base is None:
+            return
+        target = self.origin + self.span.start_s
+        container.seek(int(target / Fraction(vstream.time_base)), stream=vstream, backward=True, any_frame=False)
+
+    def _stopped(self) -> bool:
+        """A span's decode is done once a frame at or past its stop was delivered."""
+        return self.span is not None and self._last_video_s is not None and self._last_video_s >= self.span.stop_s
     def _decode(self, packet: av.Packet[Any]) -> list[Any]:
         try:
             return list(packet.decode())
@@ -167,6 +227,8 @@ class Decoder:
             self._deliver(out)
 
     def _deliver(self, frame: av.VideoFrame) -> None:
+        if self._stopped():
+            return  # frames the decoder or filters still held: past the span
         time = self._time_of(frame)
         if self.origin is None:
             self.origin = time

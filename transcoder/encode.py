@@ -149,6 +149,7 @@ class RungEncoder:
         on_picture: Callable[[av.VideoFrame, Fraction, bool], None] | None = None,
         still: bool = False,
         start_slot: int = 0,
+        end_slot: int | None = None,
     ) -> None:
         self.rung = rung
         # Resuming (transcoder.checkpoint): slots before this one are stored
@@ -156,6 +157,9 @@ class RungEncoder:
         # ``on_picture`` wants them), and x264 starts with an IDR here, a
         # segment boundary, so the segments from here on are whole.
         self.start_slot = start_slot
+        # A chunk (transcoder.chunks) ends at a segment boundary: slots from
+        # here on are another chunk's (None: the rendition's end).
+        self.end_slot = end_slot
         # Called in the owner thread with each output picture (scaled, or the
         # last one reused: then True) and its first slot's time, before it is
         # encoded; a frame tap such as the chapter detector (transcoder.chapters).
@@ -285,6 +289,11 @@ class RungEncoder:
         stream reads as if the encoder had gone on. Anything that does not
         match falls back to encoding every slot.
         """
+        if self.frames_out < self.start_slot:
+            # Resumed inside the hold: the slots before the start are stored already.
+            skipped = min(count, self.start_slot - self.frames_out)
+            self._emit(source, skipped, same, cancel=cancel)
+            count, same = count - skipped, True
         gop = self.gop_frames
         if gop < 2 or count < _HOLD_COPY_MIN_GOPS * gop:
             self._emit(source, count, same, cancel=cancel)
@@ -364,6 +373,8 @@ class RungEncoder:
             if cancel is not None and index % _HOLD_CANCEL_CHECK == 0 and cancel.is_set():
                 raise CancelledError("stopped while holding the last frame", context={"rung": self.rung.name})
             slot = self.frames_out
+            if self.end_slot is not None and slot >= self.end_slot:
+                return  # the next chunk's
             if slot < self.start_slot:
                 self.frames_out += 1  # the picture went to on_picture only
                 continue

@@ -278,6 +278,8 @@ class TranscodeResult:
     # settings had stored and this run kept (transcoder.checkpoint), and why.
     resumed_segments: int = 0
     checkpoint: str | None = None
+    # Serial, or chunks on worker processes, and why (transcoder.chunks).
+    execution: str | None = None
 
     @property
     def dropped_rungs(self) -> tuple[str, ...]:

@@ -152,10 +152,14 @@ class LocalDirectory:
                 directory = directory.parent
 
     def retract(self, relpath: str) -> None:
+        target = self._target(relpath)
         try:
-            self._target(relpath).unlink(missing_ok=True)
+            target.unlink(missing_ok=True)
         except OSError as exc:
             raise OutputError("could not remove a stale output file", context={"path": relpath}) from exc
+        if target.parent != self.root and self.root in target.parent.parents:
+            with contextlib.suppress(OSError):  # only if empty (the checkpoint records' directory)
+                target.parent.rmdir()
 
     def discard(self, relpaths: Sequence[str]) -> None:
         targets = {self._target(relpath) for relpath in relpaths}

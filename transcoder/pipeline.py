@@ -34,7 +34,7 @@ from fractions import Fraction
 import av
 
 from .chapters import ChapterDetector
-from .checkpoint import Checkpointer
+from .checkpoint import Checkpointer, Resume
 from .colour import colour_of
 from .config import TranscodeConfig
 from .encode import RungEncoder
@@ -103,11 +103,18 @@ class Coordinator:
         before_master: BeforeMaster | None = None,
         still: bool = False,
         checkpoint: Checkpointer | None = None,
+        first_segment: int = 0,
+        prefix: Callable[[], Resume] | None = None,
     ) -> None:
         self.source = source
         # Records spans as they are stored; its resume point, if any, says
         # where each rung starts (transcoder.checkpoint).
         self.checkpoint = checkpoint
+        # Chunk mode (transcoder.chunks): the rungs encode from first_segment;
+        # ``prefix`` waits for the segments before it (the workers') and says
+        # what they are, before the playlists are written.
+        self.first_segment = first_segment
+        self.prefix = prefix
         self.still = still  # a still source's x264 settings on every rung (transcoder.still)
         self.info = info
         self.ladder = ladder
@@ -175,6 +182,7 @@ class Coordinator:
                     still=self.still,
                     restored=resume.restored.get(rung.name, ()) if resume is not None else (),
                     codecs=resume.codecs.get(rung.name) if resume is not None else None,
+                    first_segment=self.first_segment if self.prefix is not None else None,
                 )
             )
             self._stages.append(self._rungs[-1])
@@ -244,6 +252,13 @@ class Coordinator:
     def _publish(self) -> LadderOutput:
         config, sink, total_s = self.config, self.sink, self.info.duration_s
         encoders = [stage.encoder for stage in self._rungs]
+        if self.prefix is not None:
+            if self.progress is not None:
+                self.progress(self._report("waiting for chunks", total_s, total_s))
+            before = self.prefix()
+            for encoder in encoders:
+                encoder.segmenter.restore(before.restored.get(encoder.rung.name, ()))
+                encoder.codecs = encoder.codecs or before.codecs.get(encoder.rung.name)
         audio = self._audio.renditions if self._audio is not None else []
         decisions = decide_rungs(encoders, audio, min_saving=config.ladder.min_rung_saving)
         kept = [enc for enc, decision in zip(encoders, decisions, strict=True) if decision.kept]

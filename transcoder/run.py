@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import resource
 import threading
@@ -15,9 +14,9 @@ from typing import IO, TYPE_CHECKING, Any, cast
 import psutil
 
 from .budget import detect_budget
-from .checkpoint import RECORD_DIR, Checkpointer, find_resume, fingerprint, span_segments
 from .config import TranscodeConfig
 from .errors import OutputError
+from .execution import prepare
 from .inventory import HashingSink
 from .ladder import plan_ladder
 from .manifest import (
@@ -29,19 +28,16 @@ from .manifest import (
     render_manifest,
     sha256_hex,
 )
-from .models import Ladder, LoudnessResult, Manifest, RenditionResult, TranscodeResult
-from .output import LocalDirectory, OutputSink, ResumableOutput, content_type_for
+from .models import LoudnessResult, Manifest, RenditionResult, TranscodeResult
+from .output import LocalDirectory, OutputSink, content_type_for
 from .pipeline import Coordinator, LadderOutput, ProgressSink
 from .prediction import merge_decisions, predict_still_ladder
 from .probe import Source, probe
 from .storage import S3Location, StorageConfig, is_s3_uri
-from .threadplan import plan_threads
 from .version import __version__
 
 if TYPE_CHECKING:
     from .storage.client import S3Client
-
-_log = logging.getLogger("transcoder.checkpoint")
 
 
 def transcode(
@@ -93,7 +89,7 @@ def transcode(
         encoded = prediction.encode_ladder(ladder)
         # A still source's settings (transcoder.still): x264 parameters and thread plan.
         still = prediction.still and config.encoder.still_settings
-        threads = plan_threads(encoded, detect_budget(config.threads), preset=config.encoder.preset, still=still)
+        budget = detect_budget(config.threads)
         sink: OutputSink
         if is_s3_uri(destination):
             from .storage.uploader import S3Sink  # boto3 is imported only when object storage is used
@@ -115,7 +111,22 @@ def transcode(
             sink = destination
         inventory = HashingSink(sink)
         identity = _identity(source, opened)
-        checkpoint, resume_note = _checkpointer(config, sink, inventory, identity, encoded, still=still)
+        execution = prepare(
+            source=source,
+            destination=destination,
+            opened=opened,
+            info=info,
+            ladder=encoded,
+            config=config,
+            still=still,
+            budget=budget,
+            sink=sink,
+            inventory=inventory,
+            identity=identity,
+            storage=storage,
+            cancel=cancel,
+            stack=stack,
+        )
         manifests: list[Manifest] = []
 
         def write_manifest(published: LadderOutput, master: bytes) -> list[str]:
@@ -137,7 +148,7 @@ def transcode(
                 segment_format=config.segment_format,
                 engine_version=__version__,
                 wall_s=time.monotonic() - started_wall,
-                cpu_s=(cpu_now.user - cpu_start.user) + (cpu_now.system - cpu_start.system),
+                cpu_s=_cpu_s(cpu_now) - _cpu_s(cpu_start),
                 poster_key=published.poster_uri,
                 thumbnails=published.thumbnails,
                 chapters=published.chapters,
@@ -154,15 +165,17 @@ def transcode(
             encoded,
             config=config,
             sink=inventory,
-            threads=threads,
+            threads=execution.threads,
             progress=progress,
             cancel=cancel,
             before_master=write_manifest,
             still=still,
-            checkpoint=checkpoint,
+            checkpoint=execution.checkpoint,
+            first_segment=execution.first_segment,
+            prefix=execution.prefix,
         ).run()
     cpu_end = process.cpu_times()
-    cpu_s = (cpu_end.user - cpu_start.user) + (cpu_end.system - cpu_start.system)
+    cpu_s = _cpu_s(cpu_end) - _cpu_s(cpu_start)  # chunk workers included
     return TranscodeResult(
         source=info,
         ladder=ladder,
@@ -178,36 +191,10 @@ def transcode(
         thumbnails=output.thumbnails,
         chapters=output.chapters,
         manifest=manifests[-1] if manifests else None,
-        resumed_segments=checkpoint.resume.segments if checkpoint is not None and checkpoint.resume else 0,
-        checkpoint=resume_note,
+        resumed_segments=execution.resumed_segments,
+        checkpoint=execution.note,
+        execution=execution.plan.describe()[0].removeprefix("execution: "),
     )
-
-
-def _checkpointer(
-    config: TranscodeConfig,
-    sink: OutputSink,
-    inventory: HashingSink,
-    identity: SourceIdentity,
-    ladder: Ladder,
-    *,
-    still: bool,
-) -> tuple[Checkpointer | None, str]:
-    """The run's checkpointer, resuming from the output's matching records if any; and why (for the result)."""
-    if not isinstance(sink, ResumableOutput):
-        return None, "off" if not config.checkpoint else "the output cannot hold checkpoints"
-    if not config.checkpoint:
-        # This run rewrites what an earlier run's records vouch for: they go first.
-        for path in sink.listing(RECORD_DIR):
-            sink.retract(path)
-        return None, "off"
-    key = fingerprint(identity, ladder, config, still=still)
-    if key is None:
-        return None, "the source has no identity to check a checkpoint against (a file object)"
-    resume, note = find_resume(sink, key, [rung.name for rung in ladder.rungs])
-    if resume is not None:
-        inventory.adopt(resume.objects)  # the manifest lists what the earlier run stored
-        _log.info("resuming: %s", note)
-    return Checkpointer(sink, inventory, key, span_segments(config), resume), note
 
 
 @contextmanager
@@ -276,6 +263,11 @@ def _identity(source: Source, opened: Source) -> SourceIdentity:
 def _loudness_of(renditions: tuple[RenditionResult, ...]) -> LoudnessResult | None:
     """The audio rendition's measured loudness (None when normalisation was off or there is no audio)."""
     return next((r.loudness for r in renditions if r.kind == "audio" and r.loudness is not None), None)
+
+
+def _cpu_s(times: Any) -> float:
+    """User and system CPU seconds of this process and its waited-for children (chunk workers)."""
+    return float(times.user + times.system + times.children_user + times.children_system)
 
 
 def _peak_rss_bytes() -> int:

@@ -128,6 +128,11 @@ class HlsSegmenter:
     # before this one's first, with their durations; the muxer numbers its
     # segments on from there.
     restored: tuple[tuple[ClosedSegment, float], ...] = ()
+    # The number of this muxer's first segment (default: after ``restored``).
+    # A chunk (transcoder.chunks), or a run whose earlier segments other
+    # processes encode, starts here and learns those segments later
+    # (:meth:`restore`).
+    first_segment: int | None = None
     container: av.container.OutputContainer = field(init=False)
     segments: list[ClosedSegment] = field(init=False, default_factory=list)
     init_uri: str | None = field(init=False, default=None)
@@ -146,7 +151,11 @@ class HlsSegmenter:
     def __post_init__(self) -> None:
         if self.origin_fps is not None:
             self._origin_s = timeline_origin_s(self.origin_fps)
-        if self.restored and not self.video:
+        if self.first_segment is None:
+            self.first_segment = len(self.restored)
+        elif self.restored and self.first_segment != len(self.restored):
+            raise ValueError("restored segments must end where this muxer starts")
+        if self.first_segment and not self.video:
             raise ValueError("only video renditions resume; audio is encoded whole")
         self.segments.extend(segment for segment, _duration in self.restored)
         extension = "ts" if self.segment_format == "ts" else "m4s"
@@ -162,12 +171,12 @@ class HlsSegmenter:
             "hls_playlist_type": "vod",
             "hls_segment_filename": f"{self.name}/seg_%05d.{extension}",
             "hls_flags": "independent_segments",
-            "start_number": str(len(self.restored)),
+            "start_number": str(self.first_segment),
         }
         if self.segment_format == "fmp4":
             options["hls_segment_type"] = "fmp4"
             options["hls_fmp4_init_filename"] = "init.mp4"
-            if self.restored:
+            if self.first_segment:
                 # A resumed rendition's fragments must carry the decode times
                 # (tfdt) the uninterrupted muxer would have written: times from
                 # the track's start, which the earlier run's init segment puts
@@ -211,7 +220,7 @@ class HlsSegmenter:
                 # A resumed rendition keeps the earlier run's init segment,
                 # which the checkpoint vouches for: this muxer's would say in
                 # its edit list that the track starts where this run did.
-                if not self.restored:
+                if not self.first_segment:
                     self.sink.put(relpath, data)
                 return
             if self.video:
@@ -307,6 +316,16 @@ class HlsSegmenter:
         """Close after a failure elsewhere; errors are irrelevant by then."""
         with contextlib.suppress(Exception):
             self.container.close()
+
+    def restore(self, restored: tuple[tuple[ClosedSegment, float], ...]) -> None:
+        """Put the segments before this muxer's first (encoded elsewhere) in front, once it is closed."""
+        if len(restored) != self.first_segment or self.restored:
+            raise MediaError(
+                "the segments before this rendition's first do not line up",
+                context={"rendition": self.name, "first": self.first_segment, "given": len(restored)},
+            )
+        self.restored = restored
+        self.segments[:0] = [segment for segment, _duration in restored]
 
     def closed_segments(self) -> list[ClosedSegment]:
         """The segments closed so far (stored or queued whole), restored ones first.

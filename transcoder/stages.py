@@ -25,7 +25,7 @@ from .audio import AudioEncoder
 from .chapters import ChapterDetector
 from .colour import ScalerColour
 from .config import TranscodeConfig
-from .decode import Decoder
+from .decode import Decoder, DecodeSpan
 from .encode import RungEncoder, frames_until, rung_segment_s, segments_until
 from .errors import CancelledError
 from .models import AudioPlan, Ladder, LoudnessResult, Rung, SourceInfo
@@ -143,6 +143,7 @@ class DecodeStage(Stage):
         reuse_still_frames: bool,
         control: Control,
         storyboard: Storyboard | None = None,
+        span: DecodeSpan | None = None,
     ) -> None:
         super().__init__("decoder", control)
         self._rung_queues = rung_queues
@@ -157,6 +158,7 @@ class DecodeStage(Stage):
             on_video=self._on_video,
             on_audio=self._on_audio if audio_queue is not None else None,
             cancel=control.cancel,
+            span=span,
         )
 
     @property
@@ -210,12 +212,16 @@ class RungStage(Stage):
         still: bool = False,
         restored: tuple[tuple[ClosedSegment, float], ...] = (),
         codecs: str | None = None,
+        first_segment: int | None = None,
+        end_segment: int | None = None,
     ) -> None:
         """``chapters`` (one rung at most: it is not thread-safe) sees every output picture of this rung.
 
         ``still``: encode with a still source's x264 settings (:func:`~transcoder.encode.x264_options`).
         ``restored``: the segments an earlier run stored (:mod:`transcoder.checkpoint`), whose
-        ``codecs`` it measured; encoding starts after them.
+        ``codecs`` it measured; encoding starts after them. ``first_segment`` and
+        ``end_segment``: encode only segments first .. end-1 (a chunk, :mod:`transcoder.chunks`;
+        the first defaults to after ``restored``, the end to the rendition's).
         """
         super().__init__(f"rung-{rung.name}", control, nice=threads.encoder_nice.get(rung.name, 0))
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=config.queue_depth)
@@ -226,7 +232,10 @@ class RungStage(Stage):
             segment_s=segment_s,
             segment_format=config.segment_format,
             restored=restored,
+            first_segment=first_segment,
         )
+        per_segment = round(Fraction(segment_s) * rung.fps)
+        first = len(restored) if first_segment is None else first_segment
         try:
             self.encoder = RungEncoder(
                 rung,
@@ -240,7 +249,8 @@ class RungStage(Stage):
                 colour=colour,
                 on_picture=chapters.offer if chapters is not None else None,
                 still=still,
-                start_slot=len(restored) * round(Fraction(segment_s) * rung.fps),
+                start_slot=first * per_segment,
+                end_slot=None if end_segment is None else end_segment * per_segment,
             )
             if codecs is not None:
                 self.encoder.codecs = codecs

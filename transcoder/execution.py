@@ -1,0 +1,205 @@
+"""How a run executes: which checkpoint records it resumes from, serial or chunks, and the worker pool.
+
+:func:`prepare` reads the output's checkpoint records
+(:mod:`transcoder.checkpoint`), plans the execution (:mod:`transcoder.chunks`)
+over the segments they do not cover, and, for chunks, starts the worker
+processes (:mod:`transcoder.chunk_pool`). What it returns is what the
+:class:`~transcoder.pipeline.Coordinator` needs: the checkpointer, the
+segment the main process starts at, and how to learn the segments before it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
+from fractions import Fraction
+
+import psutil
+
+from .budget import CpuBudget
+from .checkpoint import (
+    RECORD_DIR,
+    Checkpointer,
+    Resume,
+    SpanRecord,
+    covered_prefix,
+    find_records,
+    fingerprint,
+    resume_from,
+    span_segments,
+)
+from .chunk_pool import ChunkPool, ChunkTask
+from .chunks import Chunk, ExecutionPlan, keyframe_times, plan_execution
+from .config import TranscodeConfig
+from .decode import first_frame_time
+from .encode import rung_segment_s, segments_until
+from .inventory import HashingSink
+from .manifest import SourceIdentity
+from .models import Ladder, SourceInfo
+from .output import OutputSink, ResumableOutput
+from .probe import Source
+from .storage import StorageConfig, is_s3_uri
+from .threadplan import ThreadPlan, plan_threads
+
+_log = logging.getLogger("transcoder.execution")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Execution:
+    """What :func:`prepare` decided and started."""
+
+    plan: ExecutionPlan
+    threads: ThreadPlan  # the main process's
+    checkpoint: Checkpointer | None
+    note: str  # what became of the output's checkpoint records
+    first_segment: int = 0  # where the main process's rungs start
+    prefix: Callable[[], Resume] | None = None  # chunk mode: the workers' segments, once stored
+
+    @property
+    def resumed_segments(self) -> int:
+        resume = self.checkpoint.resume if self.checkpoint is not None else None
+        return resume.segments if resume is not None else 0
+
+
+def prepare(
+    *,
+    source: Source,
+    destination: object,
+    opened: Source,
+    info: SourceInfo,
+    ladder: Ladder,
+    config: TranscodeConfig,
+    still: bool,
+    budget: CpuBudget,
+    sink: OutputSink,
+    inventory: HashingSink,
+    identity: SourceIdentity,
+    storage: StorageConfig | None,
+    cancel: threading.Event,
+    stack: ExitStack,
+) -> Execution:
+    """Plan the run's execution; start the chunk workers if it has any (closed by ``stack``)."""
+    serial_threads = plan_threads(ladder, budget, preset=config.encoder.preset, still=still)
+    names = [rung.name for rung in ladder.rungs]
+    key, records, note = _records(config, sink, identity, ladder, still=still, names=names)
+    top = ladder.rungs[0]
+    segments = segments_until(
+        Fraction(info.video.duration_s or info.duration_s).limit_denominator(1000),
+        top.fps,
+        rung_segment_s(ladder, top),
+    )
+    chunkable = key is not None and isinstance(source, (str, os.PathLike)) and _is_location(destination)
+    mode = config.parallel if chunkable else "serial"
+    keyframes = keyframe_times(opened, info) if mode != "serial" else None
+    plan = plan_execution(
+        ladder,
+        mode=mode,
+        cores=budget.cores,
+        segments=segments,
+        segment_s=rung_segment_s(ladder, top),
+        keyframes_s=keyframes,
+        covered=[Chunk(record.first, record.end) for record in records.values()],
+        workers=config.workers,
+        memory_bytes=psutil.virtual_memory().available,
+    )
+    if config.parallel != "serial" and not chunkable:
+        why = "; chunks need a source path or URI, an output location and checkpoints"
+        plan = replace(plan, reason=plan.reason + why)
+    if plan.mode == "serial" or key is None:
+        chain = covered_prefix(records)
+        resume = resume_from(chain, names) if chain else None
+        _retract_unused(sink, records, keep=chain)
+        checkpoint = None
+        if key is not None and isinstance(sink, ResumableOutput):
+            if resume is not None:
+                inventory.adopt(resume.objects)  # the manifest lists what the earlier run stored
+                note = f"{note}: resuming at segment {resume.segments}"
+                _log.info("resuming: %s", note)
+            checkpoint = Checkpointer(sink, inventory, key, span_segments(config), resume)
+        return Execution(plan=plan, threads=serial_threads, checkpoint=checkpoint, note=note)
+
+    assert isinstance(sink, ResumableOutput)
+    worker_budget = CpuBudget(cores=plan.worker_cores, source="chunk worker", detail=f"{budget.cores} cores split")
+    worker_threads = plan_threads(ladder, worker_budget, preset=config.encoder.preset, still=still)
+    assert isinstance(source, (str, os.PathLike)) and isinstance(destination, (str, os.PathLike))
+    origin = first_frame_time(opened, info, threads=1)
+    tasks = [
+        ChunkTask(
+            source=str(os.fspath(source)),
+            destination=str(os.fspath(destination)),
+            storage=storage,
+            info=info,
+            ladder=ladder,
+            config=config,
+            threads=worker_threads,
+            still=still,
+            origin=origin,
+            chunk=chunk,
+            fingerprint=key,
+        )
+        for chunk in plan.chunks
+    ]
+    earlier = [record for record in records.values() if record.end <= plan.tail_first]
+    _retract_unused(sink, records, keep=earlier)
+    pool = ChunkPool(tasks, workers=plan.workers)
+    stack.callback(pool.close)
+    checkpoint = Checkpointer(sink, inventory, key, span_segments(config), start=plan.tail_first)
+
+    def prefix() -> Resume:
+        before = resume_from([*earlier, *pool.wait(cancel)], names)
+        inventory.adopt(before.objects)
+        return before
+
+    if earlier:
+        note = f"{note}: {len(earlier)} of them kept, the rest of the timeline in chunks"
+    return Execution(
+        plan=plan,
+        threads=worker_threads,
+        checkpoint=checkpoint,
+        note=note,
+        first_segment=plan.tail_first,
+        prefix=prefix,
+    )
+
+
+def _records(
+    config: TranscodeConfig,
+    sink: OutputSink,
+    identity: SourceIdentity,
+    ladder: Ladder,
+    *,
+    still: bool,
+    names: list[str],
+) -> tuple[str | None, dict[int, SpanRecord], str]:
+    """The run's fingerprint and the output's records that match it; a note on what became of them."""
+    if not isinstance(sink, ResumableOutput):
+        return None, {}, "off" if not config.checkpoint else "the output cannot hold checkpoints"
+    if not config.checkpoint:
+        _retract_unused(sink, {}, keep=[])  # this run rewrites what they vouch for: they go first
+        return None, {}, "off"
+    key = fingerprint(identity, ladder, config, still=still)
+    if key is None:
+        return None, {}, "the source has no identity to check a checkpoint against (a file object)"
+    records, note = find_records(sink, key, names)
+    return key, records, note
+
+
+def _retract_unused(sink: OutputSink, records: dict[int, SpanRecord], *, keep: list[SpanRecord]) -> None:
+    """Remove the records this run will not build on: it rewrites the segments they name."""
+    if not isinstance(sink, ResumableOutput):
+        return
+    kept = {record.path for record in keep}
+    for path in sink.listing(RECORD_DIR):
+        if path not in kept:
+            sink.retract(path)
+
+
+def _is_location(destination: object) -> bool:
+    return is_s3_uri(destination) or isinstance(destination, (str, os.PathLike))
+
+
+__all__ = ["Execution", "prepare"]
