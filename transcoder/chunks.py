@@ -145,9 +145,13 @@ def plan_execution(
             reason=f"keyframes too far apart: every chunk would decode {overlap:.0%} of the video again",
         )
     tail = chunks[-1]
-    why = "asked for" if mode == "chunks" else (
-        f"the largest rung ({share:.0%} of the work) would need {critical:.1f} frame threads, more than x264's "
-        f"{X264_SCALING_THREADS} useful ones"
+    why = (
+        "asked for"
+        if mode == "chunks"
+        else (
+            f"the largest rung ({share:.0%} of the work) would need {critical:.1f} frame threads, more than x264's "
+            f"{X264_SCALING_THREADS} useful ones"
+        )
     )
     return ExecutionPlan(
         mode="chunks",

@@ -38,11 +38,13 @@ import click
 
 from .budget import detect_budget
 from .chapters import ChapterPolicy
+from .chunks import keyframe_times
 from .colour import colour_of
 from .config import X264_PRESETS, EncoderSettings, LadderPolicy, TranscodeConfig
 from .decode import video_filters
 from .encode import x264_options
 from .errors import CancelledError, ConfigError, InputError, MediaError, OutputError, TranscodeError
+from .execution import execution_plan
 from .ladder import plan_ladder
 from .models import Ladder, Progress, SourceInfo, TranscodeResult
 from .prediction import PREDICTED, still_gate
@@ -181,6 +183,14 @@ def _loudness_target(ctx: click.Context, param: click.Parameter, value: str) -> 
     help="Write a checkpoint record after every this much stored timeline; a rerun into OUTPUT resumes from them.",
 )
 @click.option("--no-checkpoint", is_flag=True, help="Write no checkpoint records and ignore any in OUTPUT.")
+@click.option(
+    "--parallel",
+    type=click.Choice(["auto", "serial", "chunks"]),
+    default="auto",
+    show_default=True,
+    help="One pass, or time chunks on worker processes; auto chooses from the budget (see --plan).",
+)
+@click.option("--workers", type=click.IntRange(1, 256), default=None, help="Chunk worker processes (default: planned).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result (or the plan) as JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def cli(
@@ -202,6 +212,8 @@ def cli(
     no_chapters: bool,
     checkpoint_seconds: float,
     no_checkpoint: bool,
+    parallel: str,
+    workers: int | None,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -221,6 +233,8 @@ def cli(
             chapters=not no_chapters,
             checkpoint=not no_checkpoint,
             checkpoint_span_s=checkpoint_seconds,
+            parallel="chunks" if parallel == "chunks" else "serial" if parallel == "serial" else "auto",
+            workers=workers,
         )
         # No environment read here: with endpoint_url None botocore resolves
         # AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL itself.
@@ -247,10 +261,13 @@ def _plan(source: Path | str, config: TranscodeConfig, storage: StorageConfig, a
             info = probe(opened, limits=config.limits)
             # The still gate reads only the index: what a run would encode with.
             still = not still_gate(opened, info, config.ladder)[1] and config.encoder.still_settings
+            keyframes = keyframe_times(opened, info) if config.parallel != "serial" else None
         ladder = plan_ladder(info, config.ladder, gop_s=config.gop_s, segment_s=config.segment_s)
     except Exception as exc:
         return _fail(exc)
-    threads = plan_threads(ladder, detect_budget(config.threads), preset=config.encoder.preset, still=still)
+    budget = detect_budget(config.threads)
+    threads = plan_threads(ladder, budget, preset=config.encoder.preset, still=still)
+    execution = execution_plan(ladder, info, config, cores=budget.cores, mode=config.parallel, keyframes_s=keyframes)
     settings = {
         rung.name: x264_options(
             rung, gop_frames=ladder.gop_frames(rung), preset=config.encoder.preset, crf=config.encoder.crf, still=still
@@ -268,6 +285,7 @@ def _plan(source: Path | str, config: TranscodeConfig, storage: StorageConfig, a
             "filters": filters,
             "colour": {**jsonable(colour), "summary": colour.describe()},
             "threads": jsonable(threads),
+            "execution": {**jsonable(execution), "summary": execution.describe()},
             "segment_format": config.segment_format,
             **_viewer_plan(info, ladder, config),
         }
@@ -295,6 +313,8 @@ def _plan(source: Path | str, config: TranscodeConfig, storage: StorageConfig, a
     for line in _viewer_lines(**_viewer_plan(info, ladder, config)):
         click.echo(line)
     for line in threads.describe():
+        click.echo(line)
+    for line in execution.describe():
         click.echo(line)
     return EXIT_OK
 

@@ -192,6 +192,7 @@ class Decoder:
     def _stopped(self) -> bool:
         """A span's decode is done once a frame at or past its stop was delivered."""
         return self.span is not None and self._last_video_s is not None and self._last_video_s >= self.span.stop_s
+
     def _decode(self, packet: av.Packet[Any]) -> list[Any]:
         try:
             return list(packet.decode())

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -34,7 +34,7 @@ from .checkpoint import (
 )
 from .chunk_pool import ChunkPool, ChunkTask
 from .chunks import Chunk, ExecutionPlan, keyframe_times, plan_execution
-from .config import TranscodeConfig
+from .config import ExecutionMode, TranscodeConfig
 from .decode import first_frame_time
 from .encode import rung_segment_s, segments_until
 from .inventory import HashingSink
@@ -58,11 +58,7 @@ class Execution:
     note: str  # what became of the output's checkpoint records
     first_segment: int = 0  # where the main process's rungs start
     prefix: Callable[[], Resume] | None = None  # chunk mode: the workers' segments, once stored
-
-    @property
-    def resumed_segments(self) -> int:
-        resume = self.checkpoint.resume if self.checkpoint is not None else None
-        return resume.segments if resume is not None else 0
+    resumed_segments: int = 0  # per video rendition, kept from an earlier run
 
 
 def prepare(
@@ -86,25 +82,16 @@ def prepare(
     serial_threads = plan_threads(ladder, budget, preset=config.encoder.preset, still=still)
     names = [rung.name for rung in ladder.rungs]
     key, records, note = _records(config, sink, identity, ladder, still=still, names=names)
-    top = ladder.rungs[0]
-    segments = segments_until(
-        Fraction(info.video.duration_s or info.duration_s).limit_denominator(1000),
-        top.fps,
-        rung_segment_s(ladder, top),
-    )
     chunkable = key is not None and isinstance(source, (str, os.PathLike)) and _is_location(destination)
     mode = config.parallel if chunkable else "serial"
-    keyframes = keyframe_times(opened, info) if mode != "serial" else None
-    plan = plan_execution(
+    plan = execution_plan(
         ladder,
-        mode=mode,
+        info,
+        config,
         cores=budget.cores,
-        segments=segments,
-        segment_s=rung_segment_s(ladder, top),
-        keyframes_s=keyframes,
+        mode=mode,
+        keyframes_s=keyframe_times(opened, info) if mode != "serial" else None,
         covered=[Chunk(record.first, record.end) for record in records.values()],
-        workers=config.workers,
-        memory_bytes=psutil.virtual_memory().available,
     )
     if config.parallel != "serial" and not chunkable:
         why = "; chunks need a source path or URI, an output location and checkpoints"
@@ -120,7 +107,13 @@ def prepare(
                 note = f"{note}: resuming at segment {resume.segments}"
                 _log.info("resuming: %s", note)
             checkpoint = Checkpointer(sink, inventory, key, span_segments(config), resume)
-        return Execution(plan=plan, threads=serial_threads, checkpoint=checkpoint, note=note)
+        return Execution(
+            plan=plan,
+            threads=serial_threads,
+            checkpoint=checkpoint,
+            note=note,
+            resumed_segments=resume.segments if resume is not None and checkpoint is not None else 0,
+        )
 
     assert isinstance(sink, ResumableOutput)
     worker_budget = CpuBudget(cores=plan.worker_cores, source="chunk worker", detail=f"{budget.cores} cores split")
@@ -163,6 +156,35 @@ def prepare(
         note=note,
         first_segment=plan.tail_first,
         prefix=prefix,
+        resumed_segments=sum(record.end - record.first for record in earlier),
+    )
+
+
+def execution_plan(
+    ladder: Ladder,
+    info: SourceInfo,
+    config: TranscodeConfig,
+    *,
+    cores: int,
+    mode: ExecutionMode,
+    keyframes_s: Sequence[float] | None,
+    covered: Sequence[Chunk] = (),
+) -> ExecutionPlan:
+    """:func:`~transcoder.chunks.plan_execution` for this source and ladder (``transcode --plan`` shows it)."""
+    top = ladder.rungs[0]
+    segment_s = rung_segment_s(ladder, top)
+    # Planned on the video's own duration: a chunk never lies past its last frame.
+    duration = Fraction(info.video.duration_s or info.duration_s).limit_denominator(1000)
+    return plan_execution(
+        ladder,
+        mode=mode,
+        cores=cores,
+        segments=segments_until(duration, top.fps, segment_s),
+        segment_s=segment_s,
+        keyframes_s=keyframes_s,
+        covered=covered,
+        workers=config.workers,
+        memory_bytes=psutil.virtual_memory().available,
     )
 
 
@@ -202,4 +224,4 @@ def _is_location(destination: object) -> bool:
     return is_s3_uri(destination) or isinstance(destination, (str, os.PathLike))
 
 
-__all__ = ["Execution", "prepare"]
+__all__ = ["Execution", "execution_plan", "prepare"]

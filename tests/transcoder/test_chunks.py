@@ -1,0 +1,211 @@
+"""Segment-parallel encoding (transcoder.chunks, transcoder.chunk_pool): the plan, and chunked output.
+
+A chunked run must publish what a serial run publishes: the same segment
+names and durations, continuous timestamps across chunk boundaries with no
+discontinuity, a keyframe at every segment start, one init segment per rung
+(fMP4), rates measured from the final segments, and no checkpoint left.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import json
+import os
+import threading
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import m3u8
+import pytest
+
+from tests.support.media import make_clip
+from tests.support.s3server import ACCESS_KEY, SECRET_KEY, SeaweedServer, Space, fast_config
+from transcoder import TranscodeConfig, transcode
+from transcoder.checkpoint import RECORD_DIR
+from transcoder.chunks import MAX_OVERLAP, Chunk, plan_execution
+from transcoder.errors import CancelledError
+from transcoder.models import Ladder, Progress, Rung
+
+FPS = 30
+SECONDS = 10
+
+
+def ladder(*heights: int) -> Ladder:
+    rungs = tuple(
+        Rung(
+            name=f"{h}p", width=h * 16 // 9, height=h, fps=Fraction(30), bitrate_kbps=h, maxrate_kbps=h, bufsize_kbps=h
+        )
+        for h in heights
+    )
+    return Ladder(rungs=rungs, audio=(), gop_s=2.0, segment_s=4.0)
+
+
+DEFAULT = ladder(1080, 720, 480, 360)  # the top rung is 57% of the pixel rate
+
+
+# --------------------------------------------------------------------------- the plan (pure)
+
+
+def test_two_cores_run_serial_and_many_cores_run_chunks() -> None:
+    common: dict[str, Any] = {"mode": "auto", "segments": 900, "segment_s": 4.0, "keyframes_s": None}
+    two = plan_execution(DEFAULT, cores=2, **common)
+    assert two.mode == "serial" and "within x264's 4 useful frame threads" in two.reason
+    four = plan_execution(DEFAULT, cores=4, **common)
+    assert four.mode == "serial"
+    sixteen = plan_execution(DEFAULT, cores=16, **common)
+    assert sixteen.mode == "chunks"
+    assert sixteen.workers * sixteen.worker_cores <= 16
+    assert len(sixteen.chunks) + 1 > sixteen.workers  # more chunks than workers: the last ones balance the load
+
+
+def test_chunks_cover_every_segment_once_and_the_main_process_ends_the_timeline() -> None:
+    plan = plan_execution(DEFAULT, mode="chunks", cores=2, segments=37, segment_s=4.0, keyframes_s=None, workers=2)
+    assert plan.mode == "chunks"
+    ranges = [*plan.chunks, Chunk(plan.tail_first, 37)]
+    assert [c.first for c in ranges] == [0, *[c.end for c in ranges[:-1]]]
+    assert all(c.segments >= 1 for c in ranges)
+
+
+def test_stored_segments_are_not_planned_again() -> None:
+    covered = [Chunk(0, 10), Chunk(14, 20)]
+    plan = plan_execution(
+        DEFAULT, mode="chunks", cores=2, segments=30, segment_s=4.0, keyframes_s=None, covered=covered, workers=2
+    )
+    planned = {i for c in plan.chunks for i in range(c.first, c.end)} | set(range(plan.tail_first, 30))
+    assert planned == set(range(10, 14)) | set(range(20, 30))
+
+
+def test_a_long_gop_source_stays_serial() -> None:
+    # A screen recording with one keyframe: every chunk would decode from the start.
+    plan = plan_execution(DEFAULT, mode="auto", cores=64, segments=150, segment_s=4.0, keyframes_s=[0.0])
+    assert plan.mode == "serial" and "keyframes too far apart" in plan.reason
+    # Keyframes every 2 s: the overlap is nothing.
+    keyframes = [2.0 * i for i in range(300)]
+    plan = plan_execution(DEFAULT, mode="auto", cores=64, segments=150, segment_s=4.0, keyframes_s=keyframes)
+    assert plan.mode == "chunks" and plan.overlap < MAX_OVERLAP
+
+
+def test_too_short_to_split() -> None:
+    plan = plan_execution(DEFAULT, mode="chunks", cores=8, segments=2, segment_s=4.0, keyframes_s=None)
+    assert plan.mode == "serial"
+
+
+# --------------------------------------------------------------------------- chunked runs
+
+
+CONFIG: dict[str, Any] = {
+    "segment_s": 1.0,
+    "gop_s": 1.0,
+    "checkpoint_span_s": 2.0,
+    "threads": 2,
+    "workers": 2,
+}
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """10 s of 640x360 with audio (one 360p rung)."""
+    return make_clip(tmp_path_factory.mktemp("chunks") / "lecture.mp4", width=640, height=360, seconds=SECONDS)
+
+
+def run(clip: Path, out: Path, **overrides: Any) -> Any:
+    return transcode(clip, out, config=TranscodeConfig(**{**CONFIG, **overrides}))
+
+
+def frames(out: Path, rendition: str) -> list[tuple[Fraction, bool]]:
+    """(time, keyframe) of every frame of ``rendition``, its playlist's segments played in order."""
+    playlist = m3u8.load(str(out / rendition / "index.m3u8"))
+    data = b""
+    if playlist.segment_map:
+        data += (out / rendition / playlist.segment_map[0].uri).read_bytes()
+    data += b"".join((out / rendition / segment.uri).read_bytes() for segment in playlist.segments)
+    with av.open(io.BytesIO(data), mode="r") as container:
+        return sorted(
+            (Fraction(f.pts) * Fraction(f.time_base), f.key_frame)
+            for f in container.decode(video=0)
+            if f.pts is not None and f.time_base
+        )
+
+
+@pytest.mark.parametrize("fmt", ["ts", "fmp4"])
+def test_a_chunked_run_publishes_what_a_serial_run_does(clip: Path, tmp_path: Path, fmt: str) -> None:
+    serial = run(clip, tmp_path / "serial", parallel="serial", segment_format=fmt)
+    chunked = run(clip, tmp_path / "chunked", parallel="chunks", segment_format=fmt)
+    assert chunked.execution is not None and chunked.execution.startswith(("4 chunk", "3 chunk", "5 chunk"))
+    a, b = tmp_path / "serial", tmp_path / "chunked"
+    for name in ("360p", "audio"):
+        sa, sb = m3u8.load(str(a / name / "index.m3u8")), m3u8.load(str(b / name / "index.m3u8"))
+        assert [(s.uri, s.duration) for s in sb.segments] == [(s.uri, s.duration) for s in sa.segments]
+        assert not any(s.discontinuity for s in sb.segments)
+    # Every frame, evenly spaced across the chunk boundaries, at the serial run's times; a keyframe at each segment.
+    got, want = frames(b, "360p"), frames(a, "360p")
+    assert [t for t, _ in got] == [t for t, _ in want]
+    assert len(got) == SECONDS * FPS
+    assert {y - x for (x, _), (y, _) in itertools.pairwise(got)} == {Fraction(1, FPS)}
+    starts = {Fraction(i) + got[0][0] for i in range(SECONDS)}
+    assert all(key for t, key in got if t in starts)
+    # One init segment per rung (fMP4), audio encoded once: the same bytes as the serial run's.
+    files = sorted(p.relative_to(b).as_posix() for p in b.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(a).as_posix() for p in a.rglob("*") if p.is_file())
+    assert not (b / RECORD_DIR).exists()
+    for segment in m3u8.load(str(a / "audio" / "index.m3u8")).segments:
+        assert (b / "audio" / segment.uri).read_bytes() == (a / "audio" / segment.uri).read_bytes()
+    # The master's rates are measured from the final segments; the manifest hashes are the files'.
+    video = next(r for r in chunked.renditions if r.kind == "video")
+    assert video.size_bytes == sum((b / "360p" / s.uri).stat().st_size for s in video.segments)
+    manifest = json.loads((b / "manifest.json").read_text())
+    for entry in manifest["objects"]:
+        if entry["sha256"] is None:
+            continue  # the manifest itself
+        assert hashlib.sha256((b / entry["key"]).read_bytes()).hexdigest() == entry["sha256"], entry["key"]
+    assert serial.execution.startswith("serial")
+
+
+def test_a_chunked_run_resumes_from_an_earlier_runs_records(clip: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    cancel = threading.Event()
+
+    def progress(_: Progress) -> None:
+        if len(list((out / RECORD_DIR).glob("span-*.json"))) >= 2:
+            cancel.set()  # as SIGTERM does: the recorded segments stay
+
+    with pytest.raises(CancelledError):
+        transcode(clip, out, config=TranscodeConfig(**CONFIG, parallel="serial"), progress=progress, cancel=cancel)
+    recorded = sorted(p.name for p in (out / "360p").glob("seg_*.ts"))
+    assert len(recorded) >= 4
+    before = {name: os.stat(out / "360p" / name).st_mtime_ns for name in recorded}
+
+    result = run(clip, out, parallel="chunks")
+    assert result.resumed_segments == len(recorded)
+    assert all(os.stat(out / "360p" / name).st_mtime_ns == mtime for name, mtime in before.items())
+    assert result.execution is not None and "chunk" in result.execution
+    got = frames(out, "360p")
+    assert len(got) == SECONDS * FPS
+    assert {y - x for (x, _), (y, _) in itertools.pairwise(got)} == {Fraction(1, FPS)}
+    assert not (out / RECORD_DIR).exists()
+
+
+def test_chunks_upload_to_object_storage(
+    clip: Path, seaweed: SeaweedServer, space: Space, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The workers make their own clients: credentials from the environment, as on Batch.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    storage = fast_config(seaweed.endpoint)
+    result = transcode(clip, space.uri("out/"), config=TranscodeConfig(**CONFIG, parallel="chunks"), storage=storage)
+    assert result.execution is not None and "chunk" in result.execution
+    client = seaweed.client()
+    keys = space.keys(client, "out/")
+    video = next(r for r in result.renditions if r.kind == "video")
+    assert [k for k in keys if k.startswith("out/360p/seg_")] == [f"out/360p/{s.uri}" for s in video.segments]
+    assert "out/master.m3u8" in keys and not any(RECORD_DIR in k for k in keys)
+    assert space.open_uploads(client) == []
+    local = run(clip, tmp_path / "local", parallel="serial")
+    assert [s.duration_s for s in video.segments] == [
+        s.duration_s for s in next(r for r in local.renditions if r.kind == "video").segments
+    ]
