@@ -39,6 +39,8 @@ VARIANTS = {
         Variant("engine", "engine, local files"),
         # What the viewer outputs and loudness cost: the engine's row minus this one's.
         Variant("engine-bare", "engine without thumbnails, chapters, loudness"),
+        # Time chunks on worker processes forced, whatever the plan would choose (transcoder.chunks).
+        Variant("engine-chunks", "engine, forced time chunks"),
         Variant("cli", "ffmpeg CLI, 1 process"),
         Variant("cli-rung", "ffmpeg CLI, 1 process per rung"),
         Variant("s3", "engine, s3->s3 through the link", storage=True),
@@ -229,6 +231,8 @@ def steps_for(
         return [[engine(plan, str(plan.source), str(ladder))]]
     if key == "engine-bare":
         return [[engine(plan, str(plan.source), str(ladder), *BARE)]]
+    if key == "engine-chunks":
+        return [[engine(plan, str(plan.source), str(ladder), "--parallel", "chunks")]]
     if key == "cli":
         return [[cli_one_process(ffmpeg, plan, ladder)]]
     if key == "cli-rung":

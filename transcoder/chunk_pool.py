@@ -43,6 +43,7 @@ from .encode import rung_segment_s
 from .errors import CancelledError, MediaError, TranscodeError
 from .inventory import HashingSink
 from .models import Ladder, SourceInfo
+from .opening import open_source
 from .output import LocalDirectory, OutputSink
 from .stages import Control, DecodeStage, RungStage, Stage
 from .storage import S3Location, StorageConfig, is_s3_uri
@@ -89,8 +90,6 @@ def run_chunk(task: ChunkTask) -> SpanRecord | _Failure:
 
 
 def _encode(task: ChunkTask) -> SpanRecord:
-    from .run import open_source  # run imports this module
-
     cancel = threading.Event()
     control = Control(cancel)
     with ExitStack() as stack:

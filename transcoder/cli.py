@@ -47,9 +47,10 @@ from .errors import CancelledError, ConfigError, InputError, MediaError, OutputE
 from .execution import execution_plan
 from .ladder import plan_ladder
 from .models import Ladder, Progress, SourceInfo, TranscodeResult
+from .opening import open_source
 from .prediction import PREDICTED, still_gate
 from .probe import probe
-from .run import open_source, transcode
+from .run import transcode
 from .storage import S3Location, StorageConfig, StorageError, is_s3_uri
 from .storyboard import StoryboardPlan, plan_storyboard
 from .threadplan import plan_threads

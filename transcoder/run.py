@@ -6,10 +6,9 @@ import os
 import resource
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import psutil
 
@@ -29,6 +28,7 @@ from .manifest import (
     sha256_hex,
 )
 from .models import LoudnessResult, Manifest, RenditionResult, TranscodeResult
+from .opening import open_source
 from .output import LocalDirectory, OutputSink, content_type_for
 from .pipeline import Coordinator, LadderOutput, ProgressSink
 from .prediction import merge_decisions, predict_still_ladder
@@ -195,38 +195,6 @@ def transcode(
         checkpoint=execution.note,
         execution=execution.plan.describe()[0].removeprefix("execution: "),
     )
-
-
-@contextmanager
-def open_source(
-    source: Source,
-    *,
-    storage: StorageConfig | None = None,
-    s3_client: S3Client | None = None,
-    cancel: threading.Event | None = None,
-) -> Iterator[Source]:
-    """``source`` ready for :func:`~transcoder.probe.probe` and decoding.
-
-    An ``s3://bucket/key`` string becomes an :class:`~transcoder.storage.reader.S3Reader`
-    (its HEAD raises :class:`~transcoder.storage.SourceNotFoundError` for a
-    missing object), closed on exit; anything else is passed through.
-    ``s3_client`` is a client or a zero-argument factory for one.
-    """
-    if not is_s3_uri(source):
-        yield source
-        return
-    from .storage.client import make_client
-    from .storage.reader import S3Reader
-
-    location = S3Location.parse(cast(str, source))
-    client = s3_client() if callable(s3_client) else s3_client
-    reader = S3Reader(client if client is not None else make_client(storage), location, storage, cancel=cancel)
-    try:
-        # An S3Reader is a binary file (io.RawIOBase); typeshed does not count
-        # RawIOBase as IO[bytes], though it has every method the probe uses.
-        yield cast(IO[bytes], reader)
-    finally:
-        reader.close()
 
 
 class _Clients:

@@ -78,6 +78,15 @@ def test_the_bare_engine_leaves_out_thumbnails_chapters_and_loudness(tmp_path: P
     assert made["engine-bare"] == (set(), False)
 
 
+def test_the_chunks_variant_runs_time_chunks(tmp_path: Path) -> None:
+    source = make_sample(tmp_path / "src.mp4", SampleSpec(width=426, height=240, fps=25, seconds=13.0))
+    plan = plan_of(source, preset="ultrafast", crf=28)
+    [[cmd]] = steps_for("engine-chunks", plan, tmp_path / "chunks", ffmpeg="ffmpeg")
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "chunk(s) on" in json.loads(done.stdout)["execution"]
+
+
 def _report(tmp_path: Path, *args: str) -> dict[str, object]:
     out = tmp_path / "report"
     done = subprocess.run(

@@ -77,6 +77,32 @@ CASES = {
     "ts": ["--format", "ts"],
     "fmp4": ["--format", "fmp4"],
     "ts-cellular": ["--format", "ts", "--cellular"],
+    # Time chunks on worker processes (transcoder.chunks): one-second segments, so playback crosses
+    # several chunk boundaries (and the resume seam of the main process's own last chunk).
+    "ts-chunks": [
+        "--format",
+        "ts",
+        "--parallel",
+        "chunks",
+        "--workers",
+        "2",
+        "--segment-seconds",
+        "1",
+        "--gop-seconds",
+        "1",
+    ],
+    "fmp4-chunks": [
+        "--format",
+        "fmp4",
+        "--parallel",
+        "chunks",
+        "--workers",
+        "2",
+        "--segment-seconds",
+        "1",
+        "--gop-seconds",
+        "1",
+    ],
 }
 
 
