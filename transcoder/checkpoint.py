@@ -313,7 +313,9 @@ class VideoRendition(Protocol):
         """A whole segment's duration as the muxer's playlist states it."""
         ...
 
-    def closed_segments(self) -> list[ClosedSegment]: ...
+    def closed_segments(self) -> tuple[int, list[ClosedSegment]]:
+        """The number of the first segment listed, and the segments closed so far."""
+        ...
 
 
 @dataclass(slots=True)
@@ -356,17 +358,17 @@ class Checkpointer:
             first = self._next
             end = first + self.span
             # The segment after the span must be closed too (see the module docstring).
-            if any(len(segments) <= end for segments in closed):
+            if any(first < offset or offset + len(segments) <= end for offset, segments in closed):
                 return
             parts: list[RenditionSpan] = []
             paths: list[str] = []
-            for rendition, segments in zip(renditions, closed, strict=True):
+            for rendition, (offset, segments) in zip(renditions, closed, strict=True):
                 init = f"{rendition.name}/{rendition.init_uri}" if rendition.init_uri else None
                 stored: list[StoredSegment] = []
                 # Every segment but a rendition's last is a whole one (the
                 # muxer cuts at each boundary's IDR), and the last is never
                 # recorded: its duration is the rung's segment length.
-                for segment in segments[first:end]:
+                for segment in segments[first - offset : end - offset]:
                     key = f"{rendition.name}/{segment.uri}"
                     entry = self.sink.entry(key)
                     if entry is None:

@@ -25,7 +25,7 @@ import pickle
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import ExitStack
@@ -239,8 +239,11 @@ class ChunkPool:
         self._results = [self._threads.submit(self._run, task) for task in self.tasks]
 
     @property
-    def done(self) -> int:
-        return sum(1 for result in self._results if result.done())
+    def done_share(self) -> float:
+        """The share of the tasks' segments whose chunk is stored (or failed)."""
+        total = sum(task.chunk.segments for task in self.tasks) or 1
+        done = sum(task.chunk.segments for task, result in zip(self.tasks, self._results, strict=True) if result.done())
+        return done / total
 
     def _run(self, task: ChunkTask) -> SpanRecord | _Failure:
         with self._lock:
@@ -268,14 +271,19 @@ class ChunkPool:
         result: SpanRecord | _Failure = pickle.loads(out)
         return result
 
-    def wait(self, cancel: threading.Event) -> list[SpanRecord]:
-        """Every chunk's record, once all are stored; raises the first failure (then closes the pool)."""
+    def wait(self, cancel: threading.Event, tick: Callable[[], None] | None = None) -> list[SpanRecord]:
+        """Every chunk's record, once all are stored; raises the first failure (then closes the pool).
+
+        ``tick`` is called a few times a second while it waits (progress reports).
+        """
         records: list[SpanRecord] = []
         try:
             for result in self._results:
                 while True:
                     if cancel.is_set():
                         raise CancelledError("the run was cancelled")
+                    if tick is not None:
+                        tick()
                     try:
                         outcome = result.result(timeout=_POLL_S)
                         break

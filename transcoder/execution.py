@@ -57,7 +57,10 @@ class Execution:
     checkpoint: Checkpointer | None
     note: str  # what became of the output's checkpoint records
     first_segment: int = 0  # where the main process's rungs start
-    prefix: Callable[[], Resume] | None = None  # chunk mode: the workers' segments, once stored
+    # Chunk mode: the workers' segments, once stored (the argument is called while it waits),
+    # and the share of them stored so far.
+    prefix: Callable[[Callable[[], None]], Resume] | None = None
+    chunks_done: Callable[[], float] | None = None
     resumed_segments: int = 0  # per video rendition, kept from an earlier run
 
 
@@ -142,8 +145,8 @@ def prepare(
     stack.callback(pool.close)
     checkpoint = Checkpointer(sink, inventory, key, span_segments(config), start=plan.tail_first)
 
-    def prefix() -> Resume:
-        before = resume_from([*earlier, *pool.wait(cancel)], names)
+    def prefix(tick: Callable[[], None]) -> Resume:
+        before = resume_from([*earlier, *pool.wait(cancel, tick)], names)
         inventory.adopt(before.objects)
         return before
 
@@ -156,6 +159,7 @@ def prepare(
         note=note,
         first_segment=plan.tail_first,
         prefix=prefix,
+        chunks_done=lambda: pool.done_share,
         resumed_segments=sum(record.end - record.first for record in earlier),
     )
 

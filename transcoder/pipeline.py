@@ -104,7 +104,8 @@ class Coordinator:
         still: bool = False,
         checkpoint: Checkpointer | None = None,
         first_segment: int = 0,
-        prefix: Callable[[], Resume] | None = None,
+        prefix: Callable[[Callable[[], None]], Resume] | None = None,
+        chunks_done: Callable[[], float] | None = None,
     ) -> None:
         self.source = source
         # Records spans as they are stored; its resume point, if any, says
@@ -115,6 +116,7 @@ class Coordinator:
         # what they are, before the playlists are written.
         self.first_segment = first_segment
         self.prefix = prefix
+        self.chunks_done = chunks_done
         self.still = still  # a still source's x264 settings on every rung (transcoder.still)
         self.info = info
         self.ladder = ladder
@@ -229,8 +231,7 @@ class Coordinator:
             if self.checkpoint is not None and not self.control.cancel.is_set():
                 self.checkpoint.tick([_Rendition(stage.encoder) for stage in self._rungs])
             if self.progress is not None and not self.control.cancel.is_set():
-                done = min(stage.encoder.encoded_s for stage in self._rungs)
-                self.progress(self._report("transcoding", done, total_s))
+                self.progress(self._report("transcoding", self._done_s(), total_s))
         if (error := self.control.take_error()) is not None:
             try:
                 raise error
@@ -253,9 +254,13 @@ class Coordinator:
         config, sink, total_s = self.config, self.sink, self.info.duration_s
         encoders = [stage.encoder for stage in self._rungs]
         if self.prefix is not None:
-            if self.progress is not None:
-                self.progress(self._report("waiting for chunks", total_s, total_s))
-            before = self.prefix()
+            progress = self.progress
+
+            def tick() -> None:
+                if progress is not None:
+                    progress(self._report("transcoding", self._done_s(), total_s))
+
+            before = self.prefix(tick)
             for encoder in encoders:
                 encoder.segmenter.restore(before.restored.get(encoder.rung.name, ()))
                 encoder.codecs = encoder.codecs or before.codecs.get(encoder.rung.name)
@@ -311,6 +316,13 @@ class Coordinator:
             self.progress(self._report("done", total_s, total_s))
         return dataclasses.replace(output, files=tuple(files))
 
+    def _done_s(self) -> float:
+        """Seconds of the timeline encoded: the main process's rungs, and in chunk mode the workers' share."""
+        done = min(stage.encoder.encoded_s for stage in self._rungs)
+        if self.chunks_done is not None:
+            done = min(done, self.info.duration_s * self.chunks_done())
+        return done
+
     def _report(self, phase: str, done_s: float, total_s: float) -> Progress:
         return _progress(phase, done_s, total_s, self._started)
 
@@ -341,7 +353,7 @@ class _Rendition:
         # as the uninterrupted run's.
         return float(f"{float(frames / rung.fps):f}")
 
-    def closed_segments(self) -> list[ClosedSegment]:
+    def closed_segments(self) -> tuple[int, list[ClosedSegment]]:
         return self._encoder.segmenter.closed_segments()
 
 

@@ -173,6 +173,7 @@ def transcode(
             checkpoint=execution.checkpoint,
             first_segment=execution.first_segment,
             prefix=execution.prefix,
+            chunks_done=execution.chunks_done,
         ).run()
     cpu_end = process.cpu_times()
     cpu_s = _cpu_s(cpu_end) - _cpu_s(cpu_start)  # chunk workers included

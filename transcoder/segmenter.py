@@ -327,14 +327,17 @@ class HlsSegmenter:
         self.restored = restored
         self.segments[:0] = [segment for segment, _duration in restored]
 
-    def closed_segments(self) -> list[ClosedSegment]:
-        """The segments closed so far (stored or queued whole), restored ones first.
+    def closed_segments(self) -> tuple[int, list[ClosedSegment]]:
+        """The number of the first segment listed, and the segments closed so far (restored ones first).
 
-        Callable from any thread while the owner thread encodes (a copy of a
-        list only ever appended to). Durations are known only once the muxer
-        is closed (:meth:`measured_segments`).
+        The first is not 0 while segments before this muxer's first are still
+        encoded elsewhere (a chunked run, :meth:`restore`). Callable from any
+        thread while the owner thread encodes (a copy of a list only ever
+        appended to). Durations are known only once the muxer is closed
+        (:meth:`measured_segments`).
         """
-        return list(self.segments)
+        segments = list(self.segments)
+        return (self.first_segment or 0) - len(self.restored), segments
 
     def measured_segments(self) -> list[SegmentInfo]:
         """The closed segments with durations from the muxer's own playlist.
