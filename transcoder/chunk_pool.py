@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import os
 import pickle
+import resource
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -42,7 +44,7 @@ from .decode import DecodeSpan
 from .encode import rung_segment_s
 from .errors import CancelledError, MediaError, TranscodeError
 from .inventory import HashingSink
-from .models import Ladder, SourceInfo
+from .models import ChunkStats, Ladder, SourceInfo
 from .opening import open_source
 from .output import LocalDirectory, OutputSink
 from .stages import Control, DecodeStage, RungStage, Stage
@@ -75,6 +77,13 @@ class _Failure:
     kind: str
     message: str
     context: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Done:
+    record: SpanRecord
+    cpu_s: float
+    wall_s: float
 
 
 def run_chunk(task: ChunkTask) -> SpanRecord | _Failure:
@@ -235,6 +244,7 @@ class ChunkPool:
         self._lock = threading.Lock()
         self._closed = False
         self._processes: set[subprocess.Popen[bytes]] = set()
+        self._stats: list[ChunkStats] = []
         self._threads = ThreadPoolExecutor(max(1, workers), thread_name_prefix="chunk")
         self._results = [self._threads.submit(self._run, task) for task in self.tasks]
 
@@ -244,6 +254,12 @@ class ChunkPool:
         total = sum(task.chunk.segments for task in self.tasks) or 1
         done = sum(task.chunk.segments for task, result in zip(self.tasks, self._results, strict=True) if result.done())
         return done / total
+
+    @property
+    def stats(self) -> tuple[ChunkStats, ...]:
+        """What each finished chunk cost, in chunk order."""
+        with self._lock:
+            return tuple(sorted(self._stats, key=lambda stat: stat.first))
 
     def _run(self, task: ChunkTask) -> SpanRecord | _Failure:
         with self._lock:
@@ -268,8 +284,13 @@ class ChunkPool:
                 "a chunk worker died",
                 {"chunk": task.chunk.first, "status": process.returncode, "stderr": " | ".join(tail)[:300]},
             )
-        result: SpanRecord | _Failure = pickle.loads(out)
-        return result
+        result: _Done | _Failure = pickle.loads(out)
+        if isinstance(result, _Failure):
+            return result
+        stat = ChunkStats(first=task.chunk.first, end=task.chunk.end, cpu_s=result.cpu_s, wall_s=result.wall_s)
+        with self._lock:
+            self._stats.append(stat)
+        return result.record
 
     def wait(self, cancel: threading.Event, tick: Callable[[], None] | None = None) -> list[SpanRecord]:
         """Every chunk's record, once all are stored; raises the first failure (then closes the pool).
@@ -310,12 +331,19 @@ class ChunkPool:
 
 def main() -> int:
     """A worker: one pickled :class:`ChunkTask` on stdin, its record (or failure) pickled on stdout."""
+    started = time.monotonic()
     result_stream = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything else written to stdout (a library's print) goes to stderr
     task = pickle.loads(sys.stdin.buffer.read())
     if not isinstance(task, ChunkTask):
         return 2
-    result = run_chunk(task)
+    outcome = run_chunk(task)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result = (
+        outcome
+        if isinstance(outcome, _Failure)
+        else _Done(outcome, usage.ru_utime + usage.ru_stime, time.monotonic() - started)
+    )
     result_stream.write(pickle.dumps(result))
     result_stream.flush()
     return 0

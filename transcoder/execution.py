@@ -62,6 +62,7 @@ class Execution:
     prefix: Callable[[Callable[[], None]], Resume] | None = None
     chunks_done: Callable[[], float] | None = None
     resumed_segments: int = 0  # per video rendition, kept from an earlier run
+    pool: ChunkPool | None = None
 
 
 def prepare(
@@ -160,6 +161,7 @@ def prepare(
         first_segment=plan.tail_first,
         prefix=prefix,
         chunks_done=lambda: pool.done_share,
+        pool=pool,
         resumed_segments=sum(record.end - record.first for record in earlier),
     )
 

@@ -278,12 +278,23 @@ class TranscodeResult:
     # settings had stored and this run kept (transcoder.checkpoint), and why.
     resumed_segments: int = 0
     checkpoint: str | None = None
-    # Serial, or chunks on worker processes, and why (transcoder.chunks).
+    # Serial, or chunks on worker processes, and why (transcoder.chunks); what each chunk cost.
     execution: str | None = None
+    chunks: tuple[ChunkStats, ...] = ()
 
     @property
     def dropped_rungs(self) -> tuple[str, ...]:
         return tuple(d.name for d in self.rung_decisions if not d.kept)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChunkStats:
+    """What one chunk (segments ``first`` .. ``end - 1``) cost its worker process (transcoder.chunks)."""
+
+    first: int
+    end: int
+    cpu_s: float  # user + system, the whole worker process (its start included)
+    wall_s: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

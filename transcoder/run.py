@@ -195,6 +195,7 @@ def transcode(
         resumed_segments=execution.resumed_segments,
         checkpoint=execution.note,
         execution=execution.plan.describe()[0].removeprefix("execution: "),
+        chunks=execution.pool.stats if execution.pool is not None else (),
     )
 
 

@@ -162,7 +162,10 @@ def test_a_chunked_run_publishes_what_a_serial_run_does(clip: Path, tmp_path: Pa
         if entry["sha256"] is None:
             continue  # the manifest itself
         assert hashlib.sha256((b / entry["key"]).read_bytes()).hexdigest() == entry["sha256"], entry["key"]
-    assert serial.execution.startswith("serial")
+    assert serial.execution.startswith("serial") and serial.chunks == ()
+    # What each worker's chunk cost, for the bench's projection (bench/projection.py).
+    assert [(c.first, c.end) for c in chunked.chunks] == sorted((c.first, c.end) for c in chunked.chunks)
+    assert chunked.chunks[0].first == 0 and all(c.cpu_s > 0 and c.wall_s > 0 for c in chunked.chunks)
 
 
 def test_a_chunked_run_resumes_from_an_earlier_runs_records(clip: Path, tmp_path: Path) -> None:

@@ -1,0 +1,107 @@
+"""``python -m bench.projection SOURCE``: what time chunks cost, and the wall a bigger machine would see.
+
+Runs the engine once with forced chunks (``--parallel chunks --workers 1``:
+one chunk at a time beside the main process, so each chunk's cost is measured
+without other chunks competing) and reads each chunk's CPU and wall from the
+``--json`` result. The main process's own CPU (the whole decode again, the
+audio, the viewer outputs, the last chunk) is the serial part.
+
+The projection for N vCPUs is a model, not a measurement (this machine has
+:func:`os.cpu_count` cores): the main process keeps at most
+``MAIN_PARALLELISM`` cores busy, the chunks share the rest, and the wall is
+whichever of the two finishes last::
+
+    T(N) = max(M / min(N, MAIN_PARALLELISM), (C + M) / N)
+    efficiency(N) = (C + M) / (N * T(N))
+
+with C the chunks' CPU and M the main process's. Where the first term wins,
+the main process is what limits the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+# Cores the main process can keep busy: decoder frame threads, the audio, the last chunk's rungs.
+MAIN_PARALLELISM = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Projection:
+    cores: int
+    wall_s: float
+    efficiency: float
+    limited_by: str  # "main process" or "chunks"
+
+
+def project(chunks_cpu_s: float, main_cpu_s: float, cores: int) -> Projection:
+    """The model's wall and efficiency on ``cores`` (see the module docstring)."""
+    main = main_cpu_s / min(cores, MAIN_PARALLELISM)
+    spread = (chunks_cpu_s + main_cpu_s) / cores
+    wall = max(main, spread)
+    return Projection(
+        cores=cores,
+        wall_s=wall,
+        efficiency=(chunks_cpu_s + main_cpu_s) / (cores * wall) if wall > 0 else 0.0,
+        limited_by="main process" if main >= spread else "chunks",
+    )
+
+
+def measure(source: Path, *, preset: str, out: Path) -> dict[str, object]:
+    command = [sys.executable, "-m", "transcoder", str(source), "-o", str(out), "--preset", preset]
+    command += ["--parallel", "chunks", "--workers", "1", "--json", "-q"]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    result: dict[str, object] = json.loads(done.stdout)
+    return result
+
+
+def report(result: dict[str, object], *, cores: tuple[int, ...] = (4, 16, 64)) -> list[str]:
+    chunks = result["chunks"]
+    assert isinstance(chunks, list) and chunks, "the run had no chunks"
+    total_cpu = float(result["cpu_s"])  # type: ignore[arg-type]
+    chunk_cpu = sum(float(c["cpu_s"]) for c in chunks)
+    main_cpu = total_cpu - chunk_cpu
+    source, ladder = result["source"], result["ladder"]
+    assert isinstance(source, dict) and isinstance(ladder, dict)
+    duration = float(source["duration_s"])
+    segments = sum(int(c["end"]) - int(c["first"]) for c in chunks)
+    per_segment = float(ladder["segment_s"])
+    lines = [
+        f"execution: {result['execution']}",
+        f"chunks: {len(chunks)} ({segments} segments), CPU {chunk_cpu:.1f} s; "
+        f"median per chunk {statistics.median(float(c['cpu_s']) for c in chunks):.2f} s CPU, "
+        f"{statistics.median(float(c['wall_s']) for c in chunks):.2f} s wall",
+        f"throughput: {len(chunks) / chunk_cpu:.3f} chunks per core-second, "
+        f"{segments * per_segment / chunk_cpu:.3f} s of video per core-second in chunks",
+        f"main process (serial part): CPU {main_cpu:.1f} s of {total_cpu:.1f} s ({main_cpu / total_cpu:.0%})",
+        "projection (a model, see bench/projection.py):",
+    ]
+    for n in cores:
+        p = project(chunk_cpu, main_cpu, n)
+        lines.append(
+            f"  {n:>3} vCPU: wall {p.wall_s:6.1f} s, speed {duration / p.wall_s:5.2f}x realtime, "
+            f"efficiency {p.efficiency:.2f}, limited by the {p.limited_by}"
+        )
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("source", type=Path)
+    parser.add_argument("--preset", default="veryfast")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        result = measure(args.source, preset=args.preset, out=Path(scratch) / "ladder")
+    print("\n".join(report(result)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
