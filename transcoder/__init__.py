@@ -23,6 +23,7 @@ from .models import (
     AudioInfo,
     AudioPlan,
     ChaptersResult,
+    ChunkStats,
     IFrameInfo,
     Ladder,
     LoudnessResult,
@@ -36,7 +37,7 @@ from .models import (
     TranscodeResult,
     VideoInfo,
 )
-from .output import LocalDirectory, OutputSink
+from .output import LocalDirectory, OutputSink, ResumableOutput
 from .probe import probe
 from .run import transcode
 from .storage import (
@@ -58,6 +59,7 @@ __all__ = [
     "CancelledError",
     "ChapterPolicy",
     "ChaptersResult",
+    "ChunkStats",
     "ConfigError",
     "CredentialsError",
     "EncoderSettings",
@@ -75,6 +77,7 @@ __all__ = [
     "OutputSink",
     "Progress",
     "RenditionResult",
+    "ResumableOutput",
     "Rung",
     "RungSpec",
     "S3Location",
