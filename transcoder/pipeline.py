@@ -14,6 +14,15 @@ Memory bound: ``queue_depth`` x rungs decoded frames (shared between rungs,
 so usually fewer), plus x264's lookahead per rung and one open segment per
 rendition; it does not grow with the input's length.
 
+Checkpoints and chunks (:mod:`transcoder.checkpoint`, :mod:`transcoder.chunks`):
+the coordinator ticks a :class:`~transcoder.checkpoint.Checkpointer` with the
+progress reports, which writes a record after each span of stored segments.
+A resumed run's rungs start after the segments an earlier run stored; in a
+chunked run they start at the main process's own chunk, and the segments the
+worker processes stored join them (``prefix``) before the playlists are
+written. The decoder always reads the whole source: audio and the viewer
+outputs need every frame.
+
 A :class:`Coordinator` runs one ladder. Each stage (:mod:`transcoder.stages`)
 owns its FFmpeg objects and releases them in its own thread when it ends, on
 every path. The coordinator (the calling thread) holds the first error,
