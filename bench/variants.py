@@ -38,9 +38,10 @@ VARIANTS = {
     for v in (
         Variant("engine", "engine, local files"),
         # What the viewer outputs and loudness cost: the engine's row minus this one's.
-        Variant("engine-bare", "engine without thumbnails, chapters, loudness"),
+        Variant("engine-bare", "engine without thumbnails, chapters, poster, loudness"),
         # Time chunks on worker processes forced, whatever the plan would choose (transcoder.chunks).
         Variant("engine-chunks", "engine, forced time chunks"),
+        Variant("engine-chunks-bare", "engine, forced time chunks, without thumbnails, chapters, poster, loudness"),
         Variant("cli", "ffmpeg CLI, 1 process"),
         Variant("cli-rung", "ffmpeg CLI, 1 process per rung"),
         Variant("s3", "engine, s3->s3 through the link", storage=True),
@@ -194,7 +195,7 @@ def cli_per_rung(ffmpeg: str, plan: Plan, out: Path) -> list[list[str]]:
     return commands
 
 
-BARE = ("--no-thumbnails", "--no-chapters", "--loudness-target", "off")
+BARE = ("--no-thumbnails", "--no-chapters", "--no-poster", "--loudness-target", "off")
 
 
 def engine(plan: Plan, source: str, out: str, *extra: str) -> list[str]:
@@ -233,6 +234,8 @@ def steps_for(
         return [[engine(plan, str(plan.source), str(ladder), *BARE)]]
     if key == "engine-chunks":
         return [[engine(plan, str(plan.source), str(ladder), "--parallel", "chunks")]]
+    if key == "engine-chunks-bare":
+        return [[engine(plan, str(plan.source), str(ladder), "--parallel", "chunks", *BARE)]]
     if key == "cli":
         return [[cli_one_process(ffmpeg, plan, ladder)]]
     if key == "cli-rung":

@@ -68,6 +68,20 @@ class DecodeSpan:
     stop_s: Fraction
 
 
+@dataclass(frozen=True, slots=True)
+class VideoSkip:
+    """Video the main process of a chunked run leaves to the workers: not decoded, only demuxed past.
+
+    Video packets are dropped until the first keyframe at or after ``until_s``
+    (output time; ``origin`` as in :class:`DecodeSpan`). Audio is decoded
+    throughout. Only when nothing needs those frames (no storyboard, chapters
+    or poster): the run's caller decides.
+    """
+
+    origin: Fraction
+    until_s: Fraction
+
+
 class _First(Exception):
     pass
 
@@ -99,10 +113,15 @@ class Decoder:
         on_audio: AudioSink | None,
         cancel: threading.Event,
         span: DecodeSpan | None = None,
+        skip: VideoSkip | None = None,
     ) -> None:
-        """``span``: decode only part of the video (a chunk, :mod:`transcoder.chunks`); no audio then."""
+        """``span``: decode only part of the video (a chunk, :mod:`transcoder.chunks`); no audio then.
+
+        ``skip``: do not decode the video before a point (:class:`VideoSkip`).
+        """
         self.source = source
         self.span = span
+        self.skip = skip
         self.info = info
         self.threads = threads
         self.on_video = on_video
@@ -120,6 +139,9 @@ class Decoder:
         self._audio_limit_s = Fraction(info.duration_s) + _AUDIO_OVERRUN_S
         if span is not None:
             self.origin = span.origin
+        if skip is not None:
+            self.origin = skip.origin
+        self._skipping = skip is not None
 
     @property
     def end_s(self) -> Fraction:
@@ -160,6 +182,8 @@ class Decoder:
                     if self.cancel.is_set():
                         raise CancelledError("decoding cancelled")
                     if packet.stream is vstream:
+                        if self._skipping and self._skipped(packet, vstream):
+                            continue
                         for frame in self._decode(packet):
                             self.frames_decoded += 1
                             self._video(frame, graph)
@@ -188,6 +212,18 @@ class Decoder:
             return
         target = self.origin + self.span.start_s
         container.seek(int(target / Fraction(vstream.time_base)), stream=vstream, backward=True, any_frame=False)
+
+    def _skipped(self, packet: av.Packet[Any], vstream: Any) -> bool:
+        """Whether ``packet`` is dropped undecoded (see :class:`VideoSkip`); counted as a frame for the checks."""
+        assert self.skip is not None and self.origin is not None
+        pts, base = packet.pts, vstream.time_base
+        at = Fraction(pts) * Fraction(base) - self.origin if pts is not None and base is not None else None
+        if packet.is_keyframe and at is not None and at >= self.skip.until_s:
+            self._skipping = False
+            return False
+        if packet.size:
+            self.frames_decoded += 1
+        return True
 
     def _stopped(self) -> bool:
         """A span's decode is done once a frame at or past its stop was delivered."""

@@ -10,6 +10,7 @@ segment the main process starts at, and how to learn the segments before it.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -35,7 +36,7 @@ from .checkpoint import (
 from .chunk_pool import ChunkPool, ChunkTask
 from .chunks import Chunk, ExecutionPlan, keyframe_times, plan_execution
 from .config import ExecutionMode, TranscodeConfig
-from .decode import first_frame_time
+from .decode import VideoSkip, first_frame_time
 from .encode import rung_segment_s, segments_until
 from .inventory import HashingSink
 from .manifest import SourceIdentity
@@ -63,6 +64,7 @@ class Execution:
     chunks_done: Callable[[], float] | None = None
     resumed_segments: int = 0  # per video rendition, kept from an earlier run
     pool: ChunkPool | None = None
+    video_skip: VideoSkip | None = None  # chunk mode: video the main process need not decode
 
 
 def prepare(
@@ -88,13 +90,14 @@ def prepare(
     key, records, note = _records(config, sink, identity, ladder, still=still, names=names)
     chunkable = key is not None and isinstance(source, (str, os.PathLike)) and _is_location(destination)
     mode = config.parallel if chunkable else "serial"
+    keyframes = keyframe_times(opened, info) if mode != "serial" else None
     plan = execution_plan(
         ladder,
         info,
         config,
         cores=budget.cores,
         mode=mode,
-        keyframes_s=keyframe_times(opened, info) if mode != "serial" else None,
+        keyframes_s=keyframes,
         covered=[Chunk(record.first, record.end) for record in records.values()],
     )
     if config.parallel != "serial" and not chunkable:
@@ -162,6 +165,7 @@ def prepare(
         prefix=prefix,
         chunks_done=lambda: pool.done_share,
         pool=pool,
+        video_skip=_video_skip(config, ladder, plan, origin, keyframes),
         resumed_segments=sum(record.end - record.first for record in earlier),
     )
 
@@ -192,6 +196,23 @@ def execution_plan(
         workers=config.workers,
         memory_bytes=psutil.virtual_memory().available,
     )
+
+
+def _video_skip(
+    config: TranscodeConfig, ladder: Ladder, plan: ExecutionPlan, origin: Fraction, keyframes: Sequence[float] | None
+) -> VideoSkip | None:
+    """What the main process of a chunked run need not decode: the workers' video, when no viewer output reads it.
+
+    Decoding starts at a keyframe at least a GOP (the longest in the index)
+    before the main process's own chunk, so one lies before its first slot.
+    """
+    if config.thumbnails or config.chapters or config.poster or not keyframes or plan.tail_first == 0:
+        return None
+    gap = max((b - a for a, b in itertools.pairwise(keyframes)), default=float("inf"))
+    top = ladder.rungs[0]
+    start = Fraction(plan.tail_first) * Fraction(rung_segment_s(ladder, top)).limit_denominator(100000)
+    until = start - Fraction(gap).limit_denominator(100000) - 1 / top.fps
+    return VideoSkip(origin=origin, until_s=until) if until > 0 else None
 
 
 def _records(

@@ -46,6 +46,7 @@ from .chapters import ChapterDetector
 from .checkpoint import Checkpointer, Resume
 from .colour import colour_of
 from .config import TranscodeConfig
+from .decode import VideoSkip
 from .encode import RungEncoder
 from .errors import CancelledError, MediaError, TranscodeError
 from .models import ChaptersResult, Ladder, Progress, RenditionResult, SourceInfo, ThumbnailsResult
@@ -115,6 +116,7 @@ class Coordinator:
         first_segment: int = 0,
         prefix: Callable[[Callable[[], None]], Resume] | None = None,
         chunks_done: Callable[[], float] | None = None,
+        video_skip: VideoSkip | None = None,
     ) -> None:
         self.source = source
         # Records spans as they are stored; its resume point, if any, says
@@ -126,6 +128,7 @@ class Coordinator:
         self.first_segment = first_segment
         self.prefix = prefix
         self.chunks_done = chunks_done
+        self.video_skip = video_skip  # chunk mode without viewer outputs: the workers' video is not decoded here
         self.still = still  # a still source's x264 settings on every rung (transcoder.still)
         self.info = info
         self.ladder = ladder
@@ -223,6 +226,7 @@ class Coordinator:
             reuse_still_frames=config.encoder.reuse_still_frames,
             control=self.control,
             storyboard=self._storyboard,
+            skip=self.video_skip,
         )
         self._decode = decode
         self._stages.insert(0, decode)

@@ -174,6 +174,7 @@ def transcode(
             first_segment=execution.first_segment,
             prefix=execution.prefix,
             chunks_done=execution.chunks_done,
+            video_skip=execution.video_skip,
         ).run()
     cpu_end = process.cpu_times()
     cpu_s = _cpu_s(cpu_end) - _cpu_s(cpu_start)  # chunk workers included

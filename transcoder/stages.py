@@ -25,7 +25,7 @@ from .audio import AudioEncoder
 from .chapters import ChapterDetector
 from .colour import ScalerColour
 from .config import TranscodeConfig
-from .decode import Decoder, DecodeSpan
+from .decode import Decoder, DecodeSpan, VideoSkip
 from .encode import RungEncoder, frames_until, rung_segment_s, segments_until
 from .errors import CancelledError
 from .models import AudioPlan, Ladder, LoudnessResult, Rung, SourceInfo
@@ -144,6 +144,7 @@ class DecodeStage(Stage):
         control: Control,
         storyboard: Storyboard | None = None,
         span: DecodeSpan | None = None,
+        skip: VideoSkip | None = None,
     ) -> None:
         super().__init__("decoder", control)
         self._rung_queues = rung_queues
@@ -159,6 +160,7 @@ class DecodeStage(Stage):
             on_audio=self._on_audio if audio_queue is not None else None,
             cancel=control.cancel,
             span=span,
+            skip=skip,
         )
 
     @property

@@ -212,3 +212,30 @@ def test_chunks_upload_to_object_storage(
     assert [s.duration_s for s in video.segments] == [
         s.duration_s for s in next(r for r in local.renditions if r.kind == "video").segments
     ]
+
+
+def test_without_viewer_outputs_the_main_process_leaves_the_workers_video_undecoded(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from transcoder import decode
+
+    dropped: list[int] = []
+    real = decode.Decoder._skipped
+
+    def counting(self: decode.Decoder, packet: Any, vstream: Any) -> bool:
+        skipped = real(self, packet, vstream)
+        dropped.append(int(skipped))
+        return skipped
+
+    monkeypatch.setattr(decode.Decoder, "_skipped", counting)
+    off = {"thumbnails": False, "chapters": False, "poster": False}
+    serial = run(clip, tmp_path / "serial", parallel="serial", **off)
+    assert dropped == []
+    chunked = run(clip, tmp_path / "chunked", parallel="chunks", **off)
+    plan_tail = chunked.chunks[-1].end  # the main process's chunk starts where the workers' end
+    assert sum(dropped) >= (plan_tail - 2) * FPS  # the workers' video, less a GOP of lead-in, never decoded here
+    a, b = frames(tmp_path / "serial", "360p"), frames(tmp_path / "chunked", "360p")
+    assert [t for t, _ in b] == [t for t, _ in a] and len(b) == SECONDS * FPS
+    assert [s.duration_s for s in chunked.renditions[0].segments] == [
+        s.duration_s for s in serial.renditions[0].segments
+    ]
