@@ -7,15 +7,20 @@ without other chunks competing) and reads each chunk's CPU and wall from the
 audio, the viewer outputs, the last chunk) is the serial part.
 
 The projection for N vCPUs is a model, not a measurement (this machine has
-:func:`os.cpu_count` cores): the main process keeps at most
-``MAIN_PARALLELISM`` cores busy, the chunks share the rest, and the wall is
-whichever of the two finishes last::
+:func:`os.cpu_count` cores). The main process's CPU is split into its last
+chunk, costed at the workers' measured CPU per segment, and the rest, its
+fixed part M (decoding the whole source again, the audio, the viewer
+outputs, the publishing). All chunks, the main process's included, cost C
+(that CPU per segment times every segment). The fixed part keeps at most
+``MAIN_PARALLELISM`` cores busy; the chunks share the rest; the wall is
+whichever finishes last::
 
     T(N) = max(M / min(N, MAIN_PARALLELISM), (C + M) / N)
     efficiency(N) = (C + M) / (N * T(N))
 
-with C the chunks' CPU and M the main process's. Where the first term wins,
-the main process is what limits the run.
+Where the first term wins, the main process's fixed part limits the run. The
+model ignores how finely a short source can be cut (a 60 s source has 15
+segments): it is meant for lectures of tens of minutes.
 """
 
 from __future__ import annotations
@@ -67,24 +72,27 @@ def report(result: dict[str, object], *, cores: tuple[int, ...] = (4, 16, 64)) -
     assert isinstance(chunks, list) and chunks, "the run had no chunks"
     total_cpu = float(result["cpu_s"])  # type: ignore[arg-type]
     chunk_cpu = sum(float(c["cpu_s"]) for c in chunks)
-    main_cpu = total_cpu - chunk_cpu
-    source, ladder = result["source"], result["ladder"]
-    assert isinstance(source, dict) and isinstance(ladder, dict)
+    source, ladder, renditions = result["source"], result["ladder"], result["renditions"]
+    assert isinstance(source, dict) and isinstance(ladder, dict) and isinstance(renditions, list)
     duration = float(source["duration_s"])
-    segments = sum(int(c["end"]) - int(c["first"]) for c in chunks)
-    per_segment = float(ladder["segment_s"])
+    segment_s = float(ladder["segment_s"])
+    in_chunks = sum(int(c["end"]) - int(c["first"]) for c in chunks)
+    total = max(len(r["segments"]) for r in renditions if r["kind"] == "video")
+    per_segment = chunk_cpu / in_chunks
+    fixed = max(0.0, total_cpu - chunk_cpu - per_segment * (total - in_chunks))
     lines = [
         f"execution: {result['execution']}",
-        f"chunks: {len(chunks)} ({segments} segments), CPU {chunk_cpu:.1f} s; "
+        f"chunks: {len(chunks)} ({in_chunks} of {total} segments), CPU {chunk_cpu:.1f} s; "
         f"median per chunk {statistics.median(float(c['cpu_s']) for c in chunks):.2f} s CPU, "
         f"{statistics.median(float(c['wall_s']) for c in chunks):.2f} s wall",
         f"throughput: {len(chunks) / chunk_cpu:.3f} chunks per core-second, "
-        f"{segments * per_segment / chunk_cpu:.3f} s of video per core-second in chunks",
-        f"main process (serial part): CPU {main_cpu:.1f} s of {total_cpu:.1f} s ({main_cpu / total_cpu:.0%})",
+        f"{in_chunks * segment_s / chunk_cpu:.3f} s of video per core-second in chunks",
+        f"main process: CPU {total_cpu - chunk_cpu:.1f} s of {total_cpu:.1f} s; its fixed part (the serial part: "
+        f"decoding everything again, audio, viewer outputs) {fixed:.1f} s, its own chunk the rest",
         "projection (a model, see bench/projection.py):",
     ]
     for n in cores:
-        p = project(chunk_cpu, main_cpu, n)
+        p = project(per_segment * total, fixed, n)
         lines.append(
             f"  {n:>3} vCPU: wall {p.wall_s:6.1f} s, speed {duration / p.wall_s:5.2f}x realtime, "
             f"efficiency {p.efficiency:.2f}, limited by the {p.limited_by}"

@@ -24,6 +24,7 @@ def test_the_report_reads_the_engines_json() -> None:
         "cpu_s": 30.0,
         "source": {"duration_s": 16.0},
         "ladder": {"segment_s": 4.0},
+        "renditions": [{"kind": "video", "segments": [{}, {}, {}, {}]}, {"kind": "audio", "segments": [{}] * 4}],
         "chunks": [
             {"first": 0, "end": 1, "cpu_s": 6.0, "wall_s": 6.5},
             {"first": 1, "end": 2, "cpu_s": 7.0, "wall_s": 7.5},
@@ -31,6 +32,8 @@ def test_the_report_reads_the_engines_json() -> None:
         ],
     }
     lines = report(result, cores=(4,))
-    assert "main process (serial part): CPU 10.0 s of 30.0 s (33%)" in lines
-    assert any("3 chunks" in line or "chunks: 3" in line for line in lines)
+    # 20 s of CPU for 3 segments in chunks: 6.67 s a segment; the main process's 10 s less its own
+    # segment's 6.67 s is its fixed part.
+    assert any(line.startswith("chunks: 3 (3 of 4 segments), CPU 20.0 s") for line in lines)
+    assert any("fixed part" in line and " 3.3 s" in line for line in lines)
     assert lines[-1].strip().startswith("4 vCPU")
