@@ -107,6 +107,17 @@ class StoredSegment:
     duration_s: float  # as the muxer's playlist said it
     iframes: tuple[tuple[int, int, int], ...]  # offset, length, pts (see ClosedSegment)
 
+    @classmethod
+    def of(cls, segment: ClosedSegment, *, sha256: str, duration_s: float) -> StoredSegment:
+        """The record of a closed ``segment`` (its hash from the inventory, its duration from the muxer)."""
+        return cls(
+            uri=segment.uri,
+            size_bytes=segment.size_bytes,
+            sha256=sha256,
+            duration_s=duration_s,
+            iframes=tuple(segment.iframes),
+        )
+
     def closed(self) -> tuple[ClosedSegment, float]:
         return ClosedSegment(uri=self.uri, size_bytes=self.size_bytes, iframes=list(self.iframes)), self.duration_s
 
@@ -373,15 +384,7 @@ class Checkpointer:
                     entry = self.sink.entry(key)
                     if entry is None:
                         return  # not put through this run's inventory yet
-                    stored.append(
-                        StoredSegment(
-                            uri=segment.uri,
-                            size_bytes=segment.size_bytes,
-                            sha256=entry.sha256,
-                            duration_s=rendition.segment_s,
-                            iframes=tuple(segment.iframes),
-                        )
-                    )
+                    stored.append(StoredSegment.of(segment, sha256=entry.sha256, duration_s=rendition.segment_s))
                     paths.append(key)
                 init_entry = self.sink.entry(init) if init else None
                 if init is not None:

@@ -192,15 +192,7 @@ def _record(task: ChunkTask, rungs: Sequence[RungStage], inventory: HashingSink)
         for info, raw in zip(own, closed, strict=True):
             entry = inventory.entry(f"{encoder.rung.name}/{raw.uri}")
             assert entry is not None  # put through the inventory when it closed
-            segments.append(
-                StoredSegment(
-                    uri=raw.uri,
-                    size_bytes=raw.size_bytes,
-                    sha256=entry.sha256,
-                    duration_s=info.duration_s,
-                    iframes=tuple(raw.iframes),
-                )
-            )
+            segments.append(StoredSegment.of(raw, sha256=entry.sha256, duration_s=info.duration_s))
         init = f"{encoder.rung.name}/{segmenter.init_uri}" if segmenter.init_uri and task.chunk.first == 0 else None
         parts.append(
             RenditionSpan(

@@ -9,7 +9,6 @@ uninterrupted run writes), and publish a ladder that plays through the seam.
 from __future__ import annotations
 
 import hashlib
-import io
 import itertools
 import json
 import os
@@ -22,11 +21,11 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import av
 import m3u8
 import pytest
 
 from tests.support.media import make_clip
+from tests.support.played import played_frames
 from tests.transcoder.test_cli import cli_env
 from transcoder import EncoderSettings, TranscodeConfig, transcode
 from transcoder.checkpoint import RECORD_DIR, SpanRecord
@@ -91,17 +90,7 @@ def files(out: Path) -> dict[str, bytes]:
 
 def decoded_times(out: Path, rendition: str) -> list[Fraction]:
     """Presentation times of every frame of ``rendition``, its media playlist's segments played in order."""
-    playlist = m3u8.load(str(out / rendition / "index.m3u8"))
-    data = b""
-    if playlist.segment_map:
-        data += (out / rendition / playlist.segment_map[0].uri).read_bytes()
-    data += b"".join((out / rendition / segment.uri).read_bytes() for segment in playlist.segments)
-    with av.open(io.BytesIO(data), mode="r") as container:
-        return sorted(
-            Fraction(f.pts) * Fraction(f.time_base)
-            for f in container.decode(video=0)
-            if f.pts is not None and f.time_base
-        )
+    return [time for time, _key in played_frames(out, rendition)]
 
 
 @pytest.fixture(scope="module", params=["ts", "fmp4"])

@@ -9,7 +9,6 @@ discontinuity, a keyframe at every segment start, one init segment per rung
 from __future__ import annotations
 
 import hashlib
-import io
 import itertools
 import json
 import os
@@ -18,11 +17,11 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import av
 import m3u8
 import pytest
 
 from tests.support.media import make_clip
+from tests.support.played import played_frames
 from tests.support.s3server import ACCESS_KEY, SECRET_KEY, SeaweedServer, Space, fast_config
 from transcoder import TranscodeConfig, transcode
 from transcoder.checkpoint import RECORD_DIR
@@ -116,21 +115,6 @@ def run(clip: Path, out: Path, **overrides: Any) -> Any:
     return transcode(clip, out, config=TranscodeConfig(**{**CONFIG, **overrides}))
 
 
-def frames(out: Path, rendition: str) -> list[tuple[Fraction, bool]]:
-    """(time, keyframe) of every frame of ``rendition``, its playlist's segments played in order."""
-    playlist = m3u8.load(str(out / rendition / "index.m3u8"))
-    data = b""
-    if playlist.segment_map:
-        data += (out / rendition / playlist.segment_map[0].uri).read_bytes()
-    data += b"".join((out / rendition / segment.uri).read_bytes() for segment in playlist.segments)
-    with av.open(io.BytesIO(data), mode="r") as container:
-        return sorted(
-            (Fraction(f.pts) * Fraction(f.time_base), f.key_frame)
-            for f in container.decode(video=0)
-            if f.pts is not None and f.time_base
-        )
-
-
 @pytest.mark.parametrize("fmt", ["ts", "fmp4"])
 def test_a_chunked_run_publishes_what_a_serial_run_does(clip: Path, tmp_path: Path, fmt: str) -> None:
     serial = run(clip, tmp_path / "serial", parallel="serial", segment_format=fmt)
@@ -142,7 +126,7 @@ def test_a_chunked_run_publishes_what_a_serial_run_does(clip: Path, tmp_path: Pa
         assert [(s.uri, s.duration) for s in sb.segments] == [(s.uri, s.duration) for s in sa.segments]
         assert not any(s.discontinuity for s in sb.segments)
     # Every frame, evenly spaced across the chunk boundaries, at the serial run's times; a keyframe at each segment.
-    got, want = frames(b, "360p"), frames(a, "360p")
+    got, want = played_frames(b, "360p"), played_frames(a, "360p")
     assert [t for t, _ in got] == [t for t, _ in want]
     assert len(got) == SECONDS * FPS
     assert {y - x for (x, _), (y, _) in itertools.pairwise(got)} == {Fraction(1, FPS)}
@@ -186,7 +170,7 @@ def test_a_chunked_run_resumes_from_an_earlier_runs_records(clip: Path, tmp_path
     assert result.resumed_segments == len(recorded)
     assert all(os.stat(out / "360p" / name).st_mtime_ns == mtime for name, mtime in before.items())
     assert result.execution is not None and "chunk" in result.execution
-    got = frames(out, "360p")
+    got = played_frames(out, "360p")
     assert len(got) == SECONDS * FPS
     assert {y - x for (x, _), (y, _) in itertools.pairwise(got)} == {Fraction(1, FPS)}
     assert not (out / RECORD_DIR).exists()
@@ -234,7 +218,7 @@ def test_without_viewer_outputs_the_main_process_leaves_the_workers_video_undeco
     chunked = run(clip, tmp_path / "chunked", parallel="chunks", **off)
     plan_tail = chunked.chunks[-1].end  # the main process's chunk starts where the workers' end
     assert sum(dropped) >= (plan_tail - 2) * FPS  # the workers' video, less a GOP of lead-in, never decoded here
-    a, b = frames(tmp_path / "serial", "360p"), frames(tmp_path / "chunked", "360p")
+    a, b = played_frames(tmp_path / "serial", "360p"), played_frames(tmp_path / "chunked", "360p")
     assert [t for t, _ in b] == [t for t, _ in a] and len(b) == SECONDS * FPS
     assert [s.duration_s for s in chunked.renditions[0].segments] == [
         s.duration_s for s in serial.renditions[0].segments
