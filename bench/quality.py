@@ -5,6 +5,10 @@
 * Test: the rung decoded through its media playlist (``<out>/<rung>/index.m3u8``). Output
   frame ``n`` of a rung at ``fps_r`` shows source frame ``ceil(n * fps_src / fps_r - 1/2)``
   (nearest in time, ties to the earlier: the engine's rule).
+* A second figure does not favour the engine's scaler: each sampled test frame scaled *up* to the
+  source's size (swscale bicubic, the same fixed filter for every variant) against the source
+  frame itself, ``psnr_y_src_db``, the usual practice for ladders. The report shows both while
+  they disagree.
 * Every ``every``-th output frame, the same for every variant (7 is coprime to GOPs of 48, 50
   and 60 frames, so picture types are sampled in proportion); PSNR from the global MSE of the
   sampled frames, as FFmpeg's psnr filter's "average". Every output is decoded in lockstep with
@@ -16,6 +20,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -108,12 +113,20 @@ def luma(frame: av.VideoFrame, rung: Rung, reformatter: VideoReformatter) -> npt
     return rows[:, : frame.width]
 
 
+def _psnr(sse: float, pixels: int) -> float:
+    mse = sse / pixels if pixels else math.nan
+    return math.nan if math.isnan(mse) else 100.0 if mse < 1e-10 else 10 * math.log10(255**2 / mse)
+
+
+def _sse(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> float:
+    diff = a.astype(np.int32) - b
+    return float(np.einsum("ij,ij->", diff, diff, dtype=np.int64))
+
+
 def measure_psnr(plan: Plan, outputs: dict[str, Path], every: int = DEFAULT_EVERY) -> dict[str, dict[str, Any]]:
-    """``{variant: {rung: {psnr_y_db, frames, sampled, missing}}}`` for the outputs' rungs."""
-    stats = {
-        v: {r.name: {"sse": 0.0, "pixels": 0, "frames": 0, "sampled": 0, "missing": 0} for r in plan.rungs}
-        for v in outputs
-    }
+    """``{variant: {rung: {psnr_y_db, psnr_y_src_db, frames, sampled, missing}}}`` for the outputs' rungs."""
+    zero = {"sse": 0.0, "pixels": 0, "sse_src": 0.0, "pixels_src": 0, "frames": 0, "sampled": 0, "missing": 0}
+    stats = {v: {r.name: dict(zero) for r in plan.rungs} for v in outputs}
     opened: list[Any] = []
     decoders: dict[tuple[str, str], Iterator[av.VideoFrame]] = {}
     for v, out in outputs.items():
@@ -124,6 +137,7 @@ def measure_psnr(plan: Plan, outputs: dict[str, Path], every: int = DEFAULT_EVER
                 opened[-1].streams.video[0].thread_type = "AUTO"
                 decoders[(v, r.name)] = opened[-1].decode(video=0)
     scalers = {r.name: VideoReformatter() for r in plan.rungs}
+    upscaler = VideoReformatter()
     next_n = {r.name: 0 for r in plan.rungs}
     try:
         with av.open(str(plan.source)) as container:
@@ -131,6 +145,8 @@ def measure_psnr(plan: Plan, outputs: dict[str, Path], every: int = DEFAULT_EVER
             stream.thread_type = "AUTO"
             frames = filtered(container.decode(stream), filter_graph(stream, plan.filters))
             for s_index, frame in enumerate(frames):
+                native = replace(plan.rungs[0], width=frame.width, height=frame.height)
+                source_luma: npt.NDArray[np.uint8] | None = None
                 for rung in plan.rungs:
                     while source_index(next_n[rung.name], plan.fps, rung.fps) == s_index:
                         n, ref = next_n[rung.name], luma(frame, rung, scalers[rung.name])
@@ -144,9 +160,12 @@ def measure_psnr(plan: Plan, outputs: dict[str, Path], every: int = DEFAULT_EVER
                             if test is None or st["frames"] != n + 1:
                                 st["missing"] += 1
                                 continue
-                            diff = luma(test, rung, scalers[rung.name]).astype(np.int32) - ref
-                            st["sse"] += float(np.einsum("ij,ij->", diff, diff, dtype=np.int64))
+                            st["sse"] += _sse(luma(test, rung, scalers[rung.name]), ref)
                             st["pixels"] += ref.size
+                            if source_luma is None:
+                                source_luma = luma(frame, native, upscaler).copy()
+                            st["sse_src"] += _sse(luma(test, native, upscaler), source_luma)
+                            st["pixels_src"] += source_luma.size
                             st["sampled"] += 1
                         next_n[rung.name] = n + every
         for (v, name), frames_left in decoders.items():
@@ -156,7 +175,6 @@ def measure_psnr(plan: Plan, outputs: dict[str, Path], every: int = DEFAULT_EVER
             container.close()
     for per_rung in stats.values():
         for st in per_rung.values():
-            mse = st.pop("sse") / st["pixels"] if st["pixels"] else math.nan
-            st.pop("pixels")
-            st["psnr_y_db"] = math.nan if math.isnan(mse) else 100.0 if mse < 1e-10 else 10 * math.log10(255**2 / mse)
+            st["psnr_y_db"] = _psnr(st.pop("sse"), int(st.pop("pixels")))
+            st["psnr_y_src_db"] = _psnr(st.pop("sse_src"), int(st.pop("pixels_src")))
     return stats

@@ -359,14 +359,19 @@ def render(
         body.append([name, runs, *cells, " ".join(fmt(w, ".1f") for w in r["walls_s"])])
     lines.append(table(body))
     if rungs:
-        head = "rung|variant|MB|bytes/cli|PSNR-Y dB|dB vs cli|frames|x264 threads"
+        # PSNR-Y against the source scaled down by the engine's scaler, and (src) at the source's
+        # size, each rung scaled up with one fixed filter (bench/quality.py): both while they disagree.
+        head = "rung|variant|MB|bytes/cli|PSNR-Y dB|dB vs cli|PSNR-Y src dB|src vs cli|frames|x264 threads"
         body = [head.split("|")]
         for rung in p0.rungs:
             for key in [k for k in bench.args.variants if f"{k}/{rung.name}" in rungs]:
                 f, c = rungs[f"{key}/{rung.name}"], rungs.get(f"cli/{rung.name}", {})
                 psnr, vs_cli = f.get("psnr_y_db", math.nan), f.get("psnr_y_db", math.nan) - c.get("psnr_y_db", math.nan)
                 cells = [fmt(f["bytes"] / MB, ".3f"), fmt(ratio(f["bytes"], c.get("bytes", math.nan)), ".4f")]
-                cells += [fmt(psnr, ".3f"), fmt(vs_cli, "+.3f"), str(f.get("frames", "-")), f["x264_threads"]]
+                src = f.get("psnr_y_src_db", math.nan)
+                src_vs_cli = src - c.get("psnr_y_src_db", math.nan)
+                cells += [fmt(psnr, ".3f"), fmt(vs_cli, "+.3f"), fmt(src, ".3f"), fmt(src_vs_cli, "+.3f")]
+                cells += [str(f.get("frames", "-")), f["x264_threads"]]
                 body.append([f"{rung.name} {rung.width}x{rung.height}", key, *cells])
         lines += ["", table(body, left=2)]
     if stages:

@@ -115,6 +115,9 @@ def test_smoke_engine_against_both_clis(tmp_path: Path) -> None:
             facts = rungs[f"{key}/{rung}"]
             assert facts["bytes"] > 0 and facts["frames"] == 90 and facts["missing"] == 0
             assert 25 < facts["psnr_y_db"] < 60 and "threads=" in facts["x264_threads"]
+            # At the source's size a rung also loses the detail its scaling dropped: never above the figure
+            # measured at its own size (equal for a rung at the source's size).
+            assert 20 < facts["psnr_y_src_db"] <= facts["psnr_y_db"] + 0.01
     assert any(name.startswith("rung-") for name in rows["0/engine"]["thread_cpu_s"])
     assert report["x264_mismatches"] == []  # only thread counts may differ from the engine's x264 settings
     stages = report["stages"]
