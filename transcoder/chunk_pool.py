@@ -47,7 +47,7 @@ from .inventory import HashingSink
 from .models import ChunkStats, Ladder, SourceInfo
 from .opening import open_source
 from .output import LocalDirectory, OutputSink
-from .stages import Control, DecodeStage, RungStage, Stage
+from .stages import Control, DecodeStage, RungStage, Stage, stop_stages
 from .storage import S3Location, StorageConfig, is_s3_uri
 from .storage import errors as storage_errors
 from .threadplan import ThreadPlan
@@ -150,11 +150,7 @@ def _encode(task: ChunkTask) -> SpanRecord:
             return record
         except BaseException:
             cancel.set()
-            for stage in stages:
-                if stage.ident is not None:
-                    stage.join()
-                else:
-                    stage.close()
+            stop_stages(stages)
             sink.abort()
             raise
 

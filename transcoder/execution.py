@@ -85,7 +85,6 @@ def prepare(
     stack: ExitStack,
 ) -> Execution:
     """Plan the run's execution; start the chunk workers if it has any (closed by ``stack``)."""
-    serial_threads = plan_threads(ladder, budget, preset=config.encoder.preset, still=still)
     names = [rung.name for rung in ladder.rungs]
     key, records, note = _records(config, sink, identity, ladder, still=still, names=names)
     chunkable = key is not None and isinstance(source, (str, os.PathLike)) and _is_location(destination)
@@ -106,7 +105,7 @@ def prepare(
     if plan.mode == "serial" or key is None:
         chain = covered_prefix(records)
         resume = resume_from(chain, names) if chain else None
-        _retract_unused(sink, records, keep=chain)
+        _retract_unused(sink, keep=chain)
         checkpoint = None
         if key is not None and isinstance(sink, ResumableOutput):
             if resume is not None:
@@ -116,7 +115,7 @@ def prepare(
             checkpoint = Checkpointer(sink, inventory, key, span_segments(config), resume)
         return Execution(
             plan=plan,
-            threads=serial_threads,
+            threads=plan_threads(ladder, budget, preset=config.encoder.preset, still=still),
             checkpoint=checkpoint,
             note=note,
             resumed_segments=resume.segments if resume is not None and checkpoint is not None else 0,
@@ -144,7 +143,7 @@ def prepare(
         for chunk in plan.chunks
     ]
     earlier = [record for record in records.values() if record.end <= plan.tail_first]
-    _retract_unused(sink, records, keep=earlier)
+    _retract_unused(sink, keep=earlier)
     pool = ChunkPool(tasks, workers=plan.workers)
     stack.callback(pool.close)
     checkpoint = Checkpointer(sink, inventory, key, span_segments(config), start=plan.tail_first)
@@ -228,7 +227,7 @@ def _records(
     if not isinstance(sink, ResumableOutput):
         return None, {}, "off" if not config.checkpoint else "the output cannot hold checkpoints"
     if not config.checkpoint:
-        _retract_unused(sink, {}, keep=[])  # this run rewrites what they vouch for: they go first
+        _retract_unused(sink, keep=[])  # this run rewrites what they vouch for: they go first
         return None, {}, "off"
     key = fingerprint(identity, ladder, config, still=still)
     if key is None:
@@ -237,7 +236,7 @@ def _records(
     return key, records, note
 
 
-def _retract_unused(sink: OutputSink, records: dict[int, SpanRecord], *, keep: list[SpanRecord]) -> None:
+def _retract_unused(sink: OutputSink, *, keep: list[SpanRecord]) -> None:
     """Remove the records this run will not build on: it rewrites the segments they name."""
     if not isinstance(sink, ResumableOutput):
         return

@@ -43,12 +43,11 @@ from fractions import Fraction
 import av
 
 from .chapters import ChapterDetector
-from .checkpoint import Checkpointer, Resume
 from .colour import colour_of
 from .config import TranscodeConfig
-from .decode import VideoSkip
 from .encode import RungEncoder
 from .errors import CancelledError, MediaError, TranscodeError
+from .execution import Execution
 from .models import ChaptersResult, Ladder, Progress, RenditionResult, SourceInfo, ThumbnailsResult
 from .output import OutputSink
 from .poster import PosterPicker
@@ -56,7 +55,7 @@ from .probe import Source
 from .pruning import RungDecision
 from .publish import decide_rungs, discard_dropped, master_playlist, put_viewer_files, write_playlists
 from .segmenter import ClosedSegment
-from .stages import AudioStage, Control, DecodeStage, RungStage, Stage
+from .stages import AudioStage, Control, DecodeStage, RungStage, Stage, stop_stages
 from .storyboard import Storyboard
 from .threadplan import ThreadPlan
 
@@ -94,9 +93,10 @@ class Coordinator:
     source's x264 settings (:func:`~transcoder.encode.x264_options`).
     ``sink`` stays the caller's: the coordinator puts, flushes and publishes
     through it, and aborts it on failure; closing it is the caller's job.
-    ``checkpoint`` (:class:`~transcoder.checkpoint.Checkpointer`): write
-    records as spans are stored, start after its resume point, and keep what
-    the records vouch for when the run fails.
+    ``execution`` (:func:`~transcoder.execution.prepare`): write checkpoint
+    records as spans are stored, start after the resume point, keep what the
+    records vouch for when the run fails; in chunk mode, encode only the main
+    process's chunk and add the workers' segments before publishing.
     """
 
     def __init__(
@@ -112,23 +112,20 @@ class Coordinator:
         cancel: threading.Event | None = None,
         before_master: BeforeMaster | None = None,
         still: bool = False,
-        checkpoint: Checkpointer | None = None,
-        first_segment: int = 0,
-        prefix: Callable[[Callable[[], None]], Resume] | None = None,
-        chunks_done: Callable[[], float] | None = None,
-        video_skip: VideoSkip | None = None,
+        execution: Execution | None = None,
     ) -> None:
         self.source = source
-        # Records spans as they are stored; its resume point, if any, says
-        # where each rung starts (transcoder.checkpoint).
-        self.checkpoint = checkpoint
-        # Chunk mode (transcoder.chunks): the rungs encode from first_segment;
-        # ``prefix`` waits for the segments before it (the workers') and says
-        # what they are, before the playlists are written.
-        self.first_segment = first_segment
-        self.prefix = prefix
-        self.chunks_done = chunks_done
-        self.video_skip = video_skip  # chunk mode without viewer outputs: the workers' video is not decoded here
+        # How the run executes (transcoder.execution): its checkpointer, which
+        # records spans as they are stored and whose resume point says where
+        # each rung starts; in chunk mode the segment the rungs start at,
+        # ``prefix`` (waits for the segments before it, the workers', and says
+        # what they are, before the playlists are written), the workers'
+        # progress and the video the decoder need not decode.
+        self.checkpoint = execution.checkpoint if execution is not None else None
+        self.first_segment = execution.first_segment if execution is not None else 0
+        self.prefix = execution.prefix if execution is not None else None
+        self.chunks_done = execution.chunks_done if execution is not None else None
+        self.video_skip = execution.video_skip if execution is not None else None
         self.still = still  # a still source's x264 settings on every rung (transcoder.still)
         self.info = info
         self.ladder = ladder
@@ -163,7 +160,7 @@ class Coordinator:
             return self._publish()
         except BaseException as exc:
             self.control.cancel.set()
-            self._stop()
+            stop_stages(self._stages)
             self.sink.abort(keep=self.checkpoint.keep() if self.checkpoint is not None else ())
             if isinstance(exc, TranscodeError):
                 raise
@@ -252,16 +249,6 @@ class Coordinator:
                 del error  # the traceback holds this frame: no cycle back to the error
         if self.control.cancel.is_set():
             raise CancelledError("the run was cancelled")
-
-    def _stop(self) -> None:
-        """After a failure: every stage ends and has released what it owns."""
-        for stage in self._stages:
-            if stage.ident is not None:
-                # A started stage closes its own objects as it ends: wait for
-                # it to see the cancel rather than close them under its feet.
-                stage.join()
-            else:
-                stage.close()
 
     def _publish(self) -> LadderOutput:
         config, sink, total_s = self.config, self.sink, self.info.duration_s

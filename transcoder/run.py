@@ -170,11 +170,7 @@ def transcode(
             cancel=cancel,
             before_master=write_manifest,
             still=still,
-            checkpoint=execution.checkpoint,
-            first_segment=execution.first_segment,
-            prefix=execution.prefix,
-            chunks_done=execution.chunks_done,
-            video_skip=execution.video_skip,
+            execution=execution,
         ).run()
     cpu_end = process.cpu_times()
     cpu_s = _cpu_s(cpu_end) - _cpu_s(cpu_start)  # chunk workers included

@@ -332,6 +332,17 @@ class AudioStage(Stage):
         _drain(self.queue)
 
 
+def stop_stages(stages: list[Stage]) -> None:
+    """After a failure (the cancel is set): every stage ends and has released what it owns."""
+    for stage in stages:
+        if stage.ident is not None:
+            # A started stage closes its own objects as it ends: wait for
+            # it to see the cancel rather than close them under its feet.
+            stage.join()
+        else:
+            stage.close()
+
+
 def _drop_locals(exc: BaseException) -> None:
     """Clear the local variables of the frames ``exc`` (and its causes) passed through.
 
