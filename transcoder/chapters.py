@@ -60,6 +60,7 @@ __all__ = [
     "ChapterOutput",
     "ChapterPolicy",
     "chapters_from_cuts",
+    "mad",
     "render_chapters_json",
     "render_chapters_vtt",
     "space_cuts",
@@ -209,6 +210,11 @@ def render_chapters_json(chapters: Sequence[Chapter], *, language: str = "en") -
     return json.dumps(entries, indent=2) + "\n"
 
 
+def mad(luma: _I16, previous: _I16) -> float:
+    """The mean absolute difference of two tiny luma pictures, in 8-bit levels."""
+    return float(np.abs(luma - previous).mean())
+
+
 class ChapterDetector:
     """Finds hard scene changes in frames offered in time order. One owner thread.
 
@@ -243,11 +249,18 @@ class ChapterDetector:
         frame's byte for byte (the decoder's :class:`~transcoder.still.RepeatDetector`);
         it then counts as no change without being scaled.
         """
-        policy = self.policy
         self.frames += 1
         if same and self._previous is not None:
             self._record(float(time_s), 0.0)
             return
+        luma = self.luma(frame)
+        previous, self._previous = self._previous, luma
+        if previous is not None:
+            self._record(float(time_s), mad(luma, previous))
+
+    def luma(self, frame: av.VideoFrame) -> _I16:
+        """The tiny luma picture the detector compares (``policy.width`` x ``policy.height``)."""
+        policy = self.policy
         small = self._scaler.reformat(
             frame,
             width=policy.width,
@@ -256,11 +269,18 @@ class ChapterDetector:
             interpolation=Interpolation.AREA,
             threads=1,  # a 64x36 picture: worker threads would cost more than they save
         )
-        luma: _I16 = small.to_ndarray().astype(np.int16)
         self.scaled += 1
-        previous, self._previous = self._previous, luma
-        if previous is not None:
-            self._record(float(time_s), float(np.abs(luma - previous).mean()))
+        luma: _I16 = small.to_ndarray().astype(np.int16)
+        return luma
+
+    def record(self, time_s: float, mad: float | None) -> None:
+        """Take one picture's MAD measured elsewhere (a chunked run's, merged in time order).
+
+        None: the first picture, which has nothing before it.
+        """
+        self.frames += 1
+        if mad is not None:
+            self._record(time_s, mad)
 
     def _record(self, now: float, mad: float) -> None:
         policy = self.policy

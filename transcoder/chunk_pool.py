@@ -8,7 +8,9 @@ before the chunk, encodes every video rung for the chunk's segments with the
 same settings as a serial run, stores the segments through its own sink as
 they close, and then writes the chunk's checkpoint record
 (:class:`~transcoder.checkpoint.SpanRecord`) after them. The record is also
-what it returns: the main process adds those segments to its renditions.
+what it returns: the main process adds those segments to its renditions;
+with it come the chunk's viewer taps (:class:`~transcoder.viewer.ViewerPart`:
+storyboard tiles, poster candidates, the chapter detector's signal).
 
 Memory bound per worker: a serial run's for its ladder (``queue_depth``
 decoded frames per rung, x264's lookahead, one open segment per rung).
@@ -51,6 +53,7 @@ from .stages import Control, DecodeStage, RungStage, Stage, stop_stages
 from .storage import S3Location, StorageConfig, is_s3_uri
 from .storage import errors as storage_errors
 from .threadplan import ThreadPlan
+from .viewer import PartTaps, Viewer, ViewerPart, part_spans
 
 _POLL_S = 0.1
 
@@ -70,6 +73,7 @@ class ChunkTask:
     origin: Fraction  # the source time of the first video frame (transcoder.decode.first_frame_time)
     chunk: Chunk
     fingerprint: str
+    viewer: bool = False  # tap the chunk for the viewer outputs (transcoder.viewer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +86,12 @@ class _Failure:
 @dataclass(frozen=True, slots=True)
 class _Done:
     record: SpanRecord
+    viewer: ViewerPart | None
     cpu_s: float
     wall_s: float
 
 
-def run_chunk(task: ChunkTask) -> SpanRecord | _Failure:
+def run_chunk(task: ChunkTask) -> tuple[SpanRecord, ViewerPart | None] | _Failure:
     """Encode ``task.chunk`` and store it with its record; in a worker process."""
     try:
         return _encode(task)
@@ -98,7 +103,7 @@ def run_chunk(task: ChunkTask) -> SpanRecord | _Failure:
         return _Failure("MediaError", "a chunk failed", {"chunk": task.chunk.first, "error": repr(exc)[:200]})
 
 
-def _encode(task: ChunkTask) -> SpanRecord:
+def _encode(task: ChunkTask) -> tuple[SpanRecord, ViewerPart | None]:
     cancel = threading.Event()
     control = Control(cancel)
     with ExitStack() as stack:
@@ -107,6 +112,10 @@ def _encode(task: ChunkTask) -> SpanRecord:
         inventory = HashingSink(sink)
         colour = colour_of(task.info.video)
         first, end = task.chunk.first, task.chunk.end
+        taps = None
+        if task.viewer:
+            viewer = Viewer.make(task.config, task.info, task.ladder, colour.scaler)
+            taps = PartTaps(viewer, *part_spans(task.ladder, first, end))
         rungs = [
             RungStage(
                 rung,
@@ -119,6 +128,7 @@ def _encode(task: ChunkTask) -> SpanRecord:
                 still=task.still,
                 first_segment=first,
                 end_segment=end,
+                on_picture=taps.picture_tap if taps is not None and rung is task.ladder.rungs[-1] else None,
             )
             for rung in task.ladder.rungs
         ]
@@ -130,9 +140,9 @@ def _encode(task: ChunkTask) -> SpanRecord:
             threads=task.threads.decoder_threads,
             rung_queues=[stage.queue for stage in rungs],
             audio_queue=None,
-            poster=None,
             reuse_still_frames=task.config.encoder.reuse_still_frames,
             control=control,
+            taps=taps.frame_taps if taps is not None else (),
             span=span,
         )
         stages: list[Stage] = [decode, *rungs]
@@ -147,7 +157,7 @@ def _encode(task: ChunkTask) -> SpanRecord:
             record = _record(task, rungs, inventory)
             inventory.put(record.path, record.to_json())
             inventory.flush()
-            return record
+            return record, taps.part() if taps is not None else None
         except BaseException:
             cancel.set()
             stop_stages(stages)
@@ -233,6 +243,7 @@ class ChunkPool:
         self._closed = False
         self._processes: set[subprocess.Popen[bytes]] = set()
         self._stats: list[ChunkStats] = []
+        self._viewer: dict[int, ViewerPart] = {}
         self._threads = ThreadPoolExecutor(max(1, workers), thread_name_prefix="chunk")
         self._results = [self._threads.submit(self._run, task) for task in self.tasks]
 
@@ -248,6 +259,12 @@ class ChunkPool:
         """What each finished chunk cost, in chunk order."""
         with self._lock:
             return tuple(sorted(self._stats, key=lambda stat: stat.first))
+
+    @property
+    def viewer_parts(self) -> tuple[ViewerPart, ...]:
+        """The finished chunks' viewer taps (:mod:`transcoder.viewer`), in chunk order."""
+        with self._lock:
+            return tuple(part for _, part in sorted(self._viewer.items()))
 
     def _run(self, task: ChunkTask) -> SpanRecord | _Failure:
         with self._lock:
@@ -278,6 +295,8 @@ class ChunkPool:
         stat = ChunkStats(first=task.chunk.first, end=task.chunk.end, cpu_s=result.cpu_s, wall_s=result.wall_s)
         with self._lock:
             self._stats.append(stat)
+            if result.viewer is not None:
+                self._viewer[task.chunk.first] = result.viewer
         return result.record
 
     def wait(self, cancel: threading.Event, tick: Callable[[], None] | None = None) -> list[SpanRecord]:
@@ -330,7 +349,7 @@ def main() -> int:
     result = (
         outcome
         if isinstance(outcome, _Failure)
-        else _Done(outcome, usage.ru_utime + usage.ru_stime, time.monotonic() - started)
+        else _Done(*outcome, usage.ru_utime + usage.ru_stime, time.monotonic() - started)
     )
     result_stream.write(pickle.dumps(result))
     result_stream.flush()

@@ -358,6 +358,15 @@ class RungEncoder:
             repeat -= skipped
             if repeat == 0:
                 return
+        if self._on_picture is not None and self.frames_out < self.start_slot < self.frames_out + repeat:
+            # Shown from before the start into it: offered again at the start,
+            # where a chunk's own pictures begin (transcoder.viewer). A chunk
+            # decoded from a keyframe at its start holds that first frame from
+            # slot 0: without this its picture would be offered at time 0.
+            before = self.start_slot - self.frames_out
+            self._emit(source, before, same, cancel=cancel)
+            self._emit(source, repeat - before, True, cancel=cancel)
+            return
         reused = self._last_scaled is not None
         if self._last_scaled is not None:
             # Equal to what was scaled last: the same output picture. Encoding

@@ -45,6 +45,7 @@ from .output import OutputSink, ResumableOutput
 from .probe import Source
 from .storage import StorageConfig, is_s3_uri
 from .threadplan import ThreadPlan, plan_threads
+from .viewer import ViewerPart
 
 _log = logging.getLogger("transcoder.execution")
 
@@ -65,6 +66,9 @@ class Execution:
     resumed_segments: int = 0  # per video rendition, kept from an earlier run
     pool: ChunkPool | None = None
     video_skip: VideoSkip | None = None  # chunk mode: video the main process need not decode
+    # Chunk mode with viewer outputs: the workers' taps of them (transcoder.viewer), once their chunks are stored;
+    # None: the main process taps the whole timeline itself.
+    viewer_parts: Callable[[], Sequence[ViewerPart]] | None = None
 
 
 def prepare(
@@ -126,6 +130,11 @@ def prepare(
     worker_threads = plan_threads(ladder, worker_budget, preset=config.encoder.preset, still=still)
     assert isinstance(source, (str, os.PathLike)) and isinstance(destination, (str, os.PathLike))
     origin = first_frame_time(opened, info, threads=1)
+    earlier = [record for record in records.values() if record.end <= plan.tail_first]
+    # The workers tap their chunks for the viewer outputs when theirs and the
+    # main process's tile the timeline; with earlier records the main process
+    # decodes and taps all of it, as a serial run does.
+    viewer = (config.thumbnails or config.chapters or config.poster) and not earlier
     tasks = [
         ChunkTask(
             source=str(os.fspath(source)),
@@ -139,10 +148,10 @@ def prepare(
             origin=origin,
             chunk=chunk,
             fingerprint=key,
+            viewer=viewer,
         )
         for chunk in plan.chunks
     ]
-    earlier = [record for record in records.values() if record.end <= plan.tail_first]
     _retract_unused(sink, keep=earlier)
     pool = ChunkPool(tasks, workers=plan.workers)
     stack.callback(pool.close)
@@ -164,8 +173,9 @@ def prepare(
         prefix=prefix,
         chunks_done=lambda: pool.done_share,
         pool=pool,
-        video_skip=_video_skip(config, ladder, plan, origin, keyframes),
+        video_skip=_video_skip(ladder, plan, origin, keyframes) if not earlier else None,
         resumed_segments=sum(record.end - record.first for record in earlier),
+        viewer_parts=(lambda: pool.viewer_parts) if viewer else None,
     )
 
 
@@ -198,14 +208,14 @@ def execution_plan(
 
 
 def _video_skip(
-    config: TranscodeConfig, ladder: Ladder, plan: ExecutionPlan, origin: Fraction, keyframes: Sequence[float] | None
+    ladder: Ladder, plan: ExecutionPlan, origin: Fraction, keyframes: Sequence[float] | None
 ) -> VideoSkip | None:
-    """What the main process of a chunked run need not decode: the workers' video, when no viewer output reads it.
+    """What the main process of a chunked run need not decode: the workers' video (they tap it for the viewer outputs).
 
     Decoding starts at a keyframe at least a GOP (the longest in the index)
     before the main process's own chunk, so one lies before its first slot.
     """
-    if config.thumbnails or config.chapters or config.poster or not keyframes or plan.tail_first == 0:
+    if not keyframes or plan.tail_first == 0:
         return None
     gap = max((b - a for a, b in itertools.pairwise(keyframes)), default=float("inf"))
     top = ladder.rungs[0]

@@ -20,8 +20,10 @@ progress reports, which writes a record after each span of stored segments.
 A resumed run's rungs start after the segments an earlier run stored; in a
 chunked run they start at the main process's own chunk, and the segments the
 worker processes stored join them (``prefix``) before the playlists are
-written. The decoder always reads the whole source: audio and the viewer
-outputs need every frame.
+written. The workers tap their own chunks for the viewer outputs and the
+main process merges their parts with its own (:mod:`transcoder.viewer`), so
+its decoder reads only the audio of the workers' stretch, demuxing past
+their video (``video_skip``).
 
 A :class:`Coordinator` runs one ladder. Each stage (:mod:`transcoder.stages`)
 owns its FFmpeg objects and releases them in its own thread when it ends, on
@@ -42,7 +44,6 @@ from fractions import Fraction
 
 import av
 
-from .chapters import ChapterDetector
 from .colour import colour_of
 from .config import TranscodeConfig
 from .encode import RungEncoder
@@ -50,14 +51,13 @@ from .errors import CancelledError, MediaError, TranscodeError
 from .execution import Execution
 from .models import ChaptersResult, Ladder, Progress, RenditionResult, SourceInfo, ThumbnailsResult
 from .output import OutputSink
-from .poster import PosterPicker
 from .probe import Source
 from .pruning import RungDecision
 from .publish import decide_rungs, discard_dropped, master_playlist, put_viewer_files, write_playlists
 from .segmenter import ClosedSegment
 from .stages import AudioStage, Control, DecodeStage, RungStage, Stage, stop_stages
-from .storyboard import Storyboard
 from .threadplan import ThreadPlan
+from .viewer import FrameTap, PartTaps, PictureTap, Viewer, part_spans
 
 MASTER = "master.m3u8"
 POSTER = "poster.jpg"
@@ -126,6 +126,8 @@ class Coordinator:
         self.prefix = execution.prefix if execution is not None else None
         self.chunks_done = execution.chunks_done if execution is not None else None
         self.video_skip = execution.video_skip if execution is not None else None
+        # Chunk mode with viewer outputs: the workers' parts of them (transcoder.viewer), once stored.
+        self.viewer_parts = execution.viewer_parts if execution is not None else None
         self.still = still  # a still source's x264 settings on every rung (transcoder.still)
         self.info = info
         self.ladder = ladder
@@ -137,9 +139,8 @@ class Coordinator:
         self.control = Control(cancel or threading.Event())
         self._rungs: list[RungStage] = []
         self._audio: AudioStage | None = None
-        self._poster: PosterPicker | None = None
-        self._storyboard: Storyboard | None = None
-        self._chapters: ChapterDetector | None = None
+        self._viewer: Viewer | None = None
+        self._part_taps: PartTaps | None = None  # chunk mode: the viewer taps of the main process's own chunk
         self._decode: DecodeStage | None = None
         self._stages: list[Stage] = []  # in start order
         self._started = time.monotonic()
@@ -172,8 +173,13 @@ class Coordinator:
         """Make every stage; each owns its FFmpeg objects from here on (see :meth:`_stop`)."""
         info, ladder, config = self.info, self.ladder, self.config
         colour = colour_of(info.video)  # decided once per run, from the probe
-        if config.chapters:
-            self._chapters = ChapterDetector(config.chapter_policy)
+        viewer = self._viewer = Viewer.make(config, info, ladder, colour.scaler)
+        frame_taps: tuple[FrameTap, ...] = viewer.frame_taps
+        picture_tap: PictureTap | None = viewer.chapters
+        if self.viewer_parts is not None:
+            # The workers tap their chunks; this process taps only its own.
+            self._part_taps = PartTaps(viewer, *part_spans(ladder, self.first_segment, None))
+            frame_taps, picture_tap = self._part_taps.frame_taps, self._part_taps.picture_tap
         resume = self.checkpoint.resume if self.checkpoint is not None else None
         for rung in ladder.rungs:
             self._rungs.append(
@@ -189,7 +195,7 @@ class Coordinator:
                     # the detector's downscale (0.1 ms a 640x360 frame against
                     # 0.6 ms a decoded 1080p one), and its thread is the one
                     # with the most slack, not the decoder on the critical path.
-                    chapters=self._chapters if rung is ladder.rungs[-1] else None,
+                    on_picture=picture_tap if rung is ladder.rungs[-1] else None,
                     still=self.still,
                     restored=resume.restored.get(rung.name, ()) if resume is not None else (),
                     codecs=resume.codecs.get(rung.name) if resume is not None else None,
@@ -200,29 +206,15 @@ class Coordinator:
         if ladder.audio and info.audio is not None:
             self._audio = AudioStage(ladder, config=config, sink=self.sink, control=self.control)
             self._stages.append(self._audio)
-        top = ladder.rungs[0]
-        if config.poster:
-            # Candidates along the video, not the container: audio that
-            # outlasts the camera would put them past the last frame.
-            span_s = info.video.duration_s or info.duration_s
-            self._poster = PosterPicker(span_s, *_poster_size(top.width, top.height), colour=colour.scaler)
-        if config.thumbnails:
-            # Planned from the probe's duration and the top rung's (display)
-            # size; tiles are cut from the decoded frames, read with the same
-            # colour as the rungs' scalers read them.
-            self._storyboard = Storyboard(
-                info.duration_s, top.width, top.height, policy=config.storyboard, colour=colour.scaler
-            )
         decode = DecodeStage(
             self.source,
             info,
             threads=self.threads.decoder_threads,
             rung_queues=[stage.queue for stage in self._rungs],
             audio_queue=self._audio.queue if self._audio is not None else None,
-            poster=self._poster,
             reuse_still_frames=config.encoder.reuse_still_frames,
             control=self.control,
-            storyboard=self._storyboard,
+            taps=frame_taps,
             skip=self.video_skip,
         )
         self._decode = decode
@@ -264,6 +256,10 @@ class Coordinator:
             for encoder in encoders:
                 encoder.segmenter.restore(before.restored.get(encoder.rung.name, ()))
                 encoder.codecs = encoder.codecs or before.codecs.get(encoder.rung.name)
+        viewer = self._viewer
+        assert viewer is not None
+        if self._part_taps is not None and self.viewer_parts is not None:
+            viewer.merge([*self.viewer_parts(), self._part_taps.part()])
         audio = self._audio.renditions if self._audio is not None else []
         decisions = decide_rungs(encoders, audio, min_saving=config.ladder.min_rung_saving)
         kept = [enc for enc, decision in zip(encoders, decisions, strict=True) if decision.kept]
@@ -271,26 +267,26 @@ class Coordinator:
         loudness = self._audio.loudness if self._audio is not None else None
         renditions, files = write_playlists(kept, audio, sink, loudness=loudness)
         poster_uri = None
-        if self._poster is not None and (jpeg := self._poster.jpeg()) is not None:
+        if viewer.poster is not None and (jpeg := viewer.poster.jpeg()) is not None:
             sink.put(POSTER, jpeg)
             poster_uri = POSTER
             files.append(POSTER)
         # Every stage has ended (joined): the taps they fed are ours now.
         assert self._decode is not None
         end_s = self._decode.end_s
-        viewer = put_viewer_files(
-            self._storyboard.finish(end_s) if self._storyboard is not None else None,
-            self._chapters.finish(end_s) if self._chapters is not None else None,
+        published = put_viewer_files(
+            viewer.storyboard.finish(end_s) if viewer.storyboard is not None else None,
+            viewer.chapters.finish(end_s) if viewer.chapters is not None else None,
             sink,
         )
-        files.extend(viewer.files)
+        files.extend(published.files)
         if self.progress is not None:
             self.progress(self._report("publishing", total_s, total_s))
         sink.flush()  # every object the master names is stored before it appears
         if self.control.cancel.is_set():
             raise CancelledError("the run was cancelled")
         master = master_playlist(
-            renditions, session_data=viewer.session_data, image_streams=viewer.image_streams
+            renditions, session_data=published.session_data, image_streams=published.image_streams
         ).encode()
         output = LadderOutput(
             renditions=renditions,
@@ -298,8 +294,8 @@ class Coordinator:
             poster_uri=poster_uri,
             files=tuple(files),
             rung_decisions=decisions,
-            thumbnails=viewer.thumbnails,
-            chapters=viewer.chapters,
+            thumbnails=published.thumbnails,
+            chapters=published.chapters,
         )
         if self.checkpoint is not None:
             self.checkpoint.unlist()  # a published output names no records (removed after the master)
@@ -362,8 +358,3 @@ def _progress(phase: str, done_s: float, total_s: float, started: float) -> Prog
     speed = done_s / elapsed if elapsed > 0 else 0.0
     eta = (total_s - done_s) / speed if speed > 0 else None
     return Progress(phase=phase, done_s=done_s, total_s=total_s, elapsed_s=elapsed, speed=speed, eta_s=eta)
-
-
-def _poster_size(width: int, height: int, longest: int = 1280) -> tuple[int, int]:
-    scale = min(1.0, longest / max(width, height))
-    return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)

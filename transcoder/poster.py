@@ -38,28 +38,40 @@ class PosterPicker:
             "dst_colorspace": "ITU601",
             "dst_color_range": "JPEG",
         }
-        self._points = [Fraction(p) * Fraction(duration_s).limit_denominator(1000) for p in _CANDIDATE_POINTS]
+        span = Fraction(duration_s).limit_denominator(1000)
+        # A candidate is the first frame at or after each point.
+        self.points = tuple(Fraction(p) * span for p in _CANDIDATE_POINTS)
+        self._points = list(self.points)
         self._best: tuple[float, av.VideoFrame] | None = None
         self._fallback: av.VideoFrame | None = None
 
-    def push(self, frame: av.VideoFrame, time_s: Fraction) -> None:
+    def candidate(self, frame: av.VideoFrame) -> av.VideoFrame:
+        """``frame`` at the poster's size, in JPEG's colour: what is scored and encoded."""
+        return frame.reformat(
+            width=self.width,
+            height=self.height,
+            format="yuvj420p",
+            interpolation=Interpolation.BICUBIC,
+            **self._colour_args,
+        )
+
+    def offer(self, frame: av.VideoFrame, time_s: Fraction) -> None:
+        """Look at ``frame`` (shown at ``time_s``); frames come in time order."""
         if self._fallback is None or (self._points and time_s >= self._points[0]):
-            candidate = frame.reformat(
-                width=self.width,
-                height=self.height,
-                format="yuvj420p",
-                interpolation=Interpolation.BICUBIC,
-                **self._colour_args,
-            )
+            candidate = self.candidate(frame)
             if self._fallback is None:
                 self._fallback = candidate
                 if not self._points or time_s < self._points[0]:
                     return
             while self._points and time_s >= self._points[0]:
                 self._points.pop(0)
-            score = _score(candidate)
+            score = poster_score(candidate)
             if score is not None and (self._best is None or score > self._best[0]):
                 self._best = (score, candidate)
+
+    def adopt(self, best: tuple[float, av.VideoFrame] | None, fallback: av.VideoFrame | None) -> None:
+        """Take the choice made elsewhere (a chunked run's merged candidates) in place of :meth:`offer`'s."""
+        self._best, self._fallback, self._points = best, fallback, []
 
     def jpeg(self) -> bytes | None:
         """The chosen frame as JPEG bytes (None if no frame was seen)."""
@@ -79,7 +91,8 @@ class PosterPicker:
         return b"".join(bytes(p) for p in packets)
 
 
-def _score(frame: av.VideoFrame) -> float | None:
+def poster_score(frame: av.VideoFrame) -> float | None:
+    """A candidate's score (its luma contrast), or None when it is nearly black, white or flat."""
     luma = frame.to_ndarray()[: frame.height]  # planar 4:2:0: luma rows come first
     mean = float(luma.mean())
     std = float(luma.std())

@@ -15,6 +15,7 @@ from __future__ import annotations
 import queue
 import threading
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -22,7 +23,6 @@ from typing import Any
 import av
 
 from .audio import AudioEncoder
-from .chapters import ChapterDetector
 from .colour import ScalerColour
 from .config import TranscodeConfig
 from .decode import Decoder, DecodeSpan, VideoSkip
@@ -30,13 +30,12 @@ from .encode import RungEncoder, frames_until, rung_segment_s, segments_until
 from .errors import CancelledError
 from .models import AudioPlan, Ladder, LoudnessResult, Rung, SourceInfo
 from .output import OutputSink
-from .poster import PosterPicker
 from .probe import Source
 from .segmenter import ClosedSegment, HlsSegmenter
 from .still import RepeatDetector
-from .storyboard import Storyboard
 from .threadplan import ThreadPlan
 from .threads import lower_thread_priority, name_os_thread
+from .viewer import FrameTap, PictureTap
 
 _POLL_S = 0.1
 
@@ -126,9 +125,10 @@ class DecodeStage(Stage):
     The :class:`Decoder` opens the input container, its decoders and filter
     graph inside :meth:`Decoder.run` and closes them when it returns or raises.
 
-    ``poster`` and ``storyboard`` are frame taps fed in this thread (neither
-    is thread-safe): the coordinator reads them only after this stage has
-    ended (``join``), as it does :attr:`end_s`.
+    ``taps`` (the poster's, the storyboard's: :mod:`transcoder.viewer`) are
+    fed every frame in this thread (none is thread-safe): the coordinator
+    reads them only after this stage has ended (``join``), as it does
+    :attr:`end_s`.
     """
 
     def __init__(
@@ -139,18 +139,16 @@ class DecodeStage(Stage):
         threads: int,
         rung_queues: list[queue.Queue[Any]],
         audio_queue: queue.Queue[Any] | None,
-        poster: PosterPicker | None,
         reuse_still_frames: bool,
         control: Control,
-        storyboard: Storyboard | None = None,
+        taps: Sequence[FrameTap] = (),
         span: DecodeSpan | None = None,
         skip: VideoSkip | None = None,
     ) -> None:
         super().__init__("decoder", control)
         self._rung_queues = rung_queues
         self._audio_queue = audio_queue
-        self._poster = poster
-        self._storyboard = storyboard
+        self._taps = tuple(taps)
         self._repeats = RepeatDetector() if reuse_still_frames else None
         self._decoder = Decoder(
             source,
@@ -185,12 +183,11 @@ class DecodeStage(Stage):
         same = self._repeats.same_as_previous(frame) if self._repeats is not None else False
         for q in self._rung_queues:
             self.control.put(q, (frame, time_s, same))
-        if self._poster is not None:
-            self._poster.push(frame, time_s)
-        # A tile costs one small downscale per interval (a few ms per run),
-        # cut from the decoded frame: the sharpest picture there is.
-        if self._storyboard is not None:
-            self._storyboard.offer(frame, time_s)
+        # A poster candidate or a tile costs one downscale per candidate
+        # point or interval (a few ms per run), cut from the decoded frame:
+        # the sharpest picture there is.
+        for tap in self._taps:
+            tap.offer(frame, time_s)
 
     def _on_audio(self, frame: av.AudioFrame, time_s: Fraction) -> None:
         assert self._audio_queue is not None
@@ -210,14 +207,15 @@ class RungStage(Stage):
         threads: ThreadPlan,
         colour: ScalerColour | None,
         control: Control,
-        chapters: ChapterDetector | None = None,
+        on_picture: PictureTap | None = None,
         still: bool = False,
         restored: tuple[tuple[ClosedSegment, float], ...] = (),
         codecs: str | None = None,
         first_segment: int | None = None,
         end_segment: int | None = None,
     ) -> None:
-        """``chapters`` (one rung at most: it is not thread-safe) sees every output picture of this rung.
+        """``on_picture`` (the chapter detector's tap: one rung at most, it is not thread-safe) sees every output
+        picture of this rung.
 
         ``still``: encode with a still source's x264 settings (:func:`~transcoder.encode.x264_options`).
         ``restored``: the segments an earlier run stored (:mod:`transcoder.checkpoint`), whose
@@ -249,7 +247,7 @@ class RungStage(Stage):
                 interpolation=config.encoder.scaler,
                 lookahead_thread=threads.x264_lookahead_thread,
                 colour=colour,
-                on_picture=chapters.offer if chapters is not None else None,
+                on_picture=on_picture.offer if on_picture is not None else None,
                 still=still,
                 start_slot=first * per_segment,
                 end_slot=None if end_segment is None else end_segment * per_segment,

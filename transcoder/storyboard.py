@@ -341,7 +341,15 @@ class Storyboard:
         self._interval = Fraction(plan.interval_s)
         self._sheets: list[OutputFile] = []
 
-    # -- the hot path --------------------------------------------------------
+    @property
+    def interval_s(self) -> Fraction:
+        """Tile ``k`` shows the first frame at or after ``k * interval_s``."""
+        return self._interval
+
+    @property
+    def count(self) -> int:
+        """Tiles placed so far."""
+        return self._count
 
     def offer(self, frame: av.VideoFrame, time_s: Fraction | float) -> None:
         """Take ``frame`` (shown at ``time_s`` seconds) if it starts an interval.
@@ -357,6 +365,15 @@ class Storyboard:
         while time_s >= self._next_s:
             self._place(planes)
 
+    def tile(self, frame: av.VideoFrame) -> tuple[_U8, _U8, _U8]:
+        """``frame`` as :meth:`offer` would place it: the tile's Y, U, V planes (copies)."""
+        planes = _planes(self._scaler.reformat(frame, **self._scale_args))
+        return planes[0].copy(), planes[1].copy(), planes[2].copy()
+
+    def place(self, planes: tuple[_U8, _U8, _U8]) -> None:
+        """Place tile :attr:`count` from :meth:`tile`'s planes (a chunked run's tiles, merged in order)."""
+        self._place(planes)
+
     def _place(self, planes: tuple[_U8, _U8, _U8]) -> None:
         plan = self.plan
         slot = self._count % plan.per_sheet
@@ -370,8 +387,6 @@ class Storyboard:
         self._next_s = self._count * self._interval
         if slot == plan.per_sheet - 1:
             self._close_sheet(plan.per_sheet)
-
-    # -- sheets ---------------------------------------------------------------
 
     def _clear_canvas(self) -> None:
         for plane, value in zip(self._canvas, _JPEG_BLACK, strict=True):

@@ -31,9 +31,12 @@ U8 = np.ndarray[Any, np.dtype[np.uint8]]
 _CURSOR = 12
 
 
-def _write(path: Path, frames: Iterator[U8], *, width: int, height: int, fps: int) -> Path:
+def _write(path: Path, frames: Iterator[U8], *, width: int, height: int, fps: int, keyint: int | None = None) -> Path:
+    options = {"crf": "18", "preset": "veryfast"}
+    if keyint is not None:  # a keyframe every ``keyint`` frames exactly (and none elsewhere)
+        options["x264-params"] = f"keyint={keyint}:min-keyint={keyint}:scenecut=0"
     with av.open(str(path), mode="w", format="mp4") as out:
-        video = out.add_stream("libx264", rate=fps, options={"crf": "18", "preset": "veryfast"})
+        video = out.add_stream("libx264", rate=fps, options=options)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         video.codec_context.time_base = Fraction(1, fps)
         for index, data in enumerate(frames):
@@ -58,12 +61,14 @@ def make_slide_deck(
     fps: int = 10,
     grain: float = 0.0,
     cursor: bool = True,
+    keyint: int | None = None,
 ) -> list[Fraction]:
     """Write the deck to ``path``; return the times (s) at which a new slide first shows.
 
     Slide ``k`` (seed ``k``) is on screen from ``change_frames[k - 1]`` (0 for
     the first). The cursor steps 3 px right (and 1 px down) on every frame;
     ``grain`` is the standard deviation of Gaussian luma noise, in levels.
+    ``keyint``: a keyframe every that many frames (None: x264's default GOP).
     """
     slides = [slide_picture(width, height, seed=k) for k in range(len(change_frames) + 1)]
     rng = np.random.default_rng(7)
@@ -82,7 +87,7 @@ def make_slide_deck(
                     y[y0 + row, x0 : x0 + row // 2 + 1] = 16
             yield _pack(y, u, v)
 
-    _write(path, pictures(), width=width, height=height, fps=fps)
+    _write(path, pictures(), width=width, height=height, fps=fps, keyint=keyint)
     return [Fraction(c, fps) for c in change_frames]
 
 

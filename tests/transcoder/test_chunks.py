@@ -223,3 +223,46 @@ def test_without_viewer_outputs_the_main_process_leaves_the_workers_video_undeco
     assert [s.duration_s for s in chunked.renditions[0].segments] == [
         s.duration_s for s in serial.renditions[0].segments
     ]
+
+
+def test_viewer_outputs_are_tapped_in_the_chunks_and_match_a_serial_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Storyboard, poster and chapters of a chunked run: the serial run's bytes, the workers' video undecoded here.
+
+    A slide deck with a keyframe every second: chunk workers start decoding
+    exactly at their first frame; slides change on chunk boundaries and inside
+    chunks; a tile every second and 6 poster points land on boundaries too.
+    """
+    from tests.support.media_slides import make_slide_deck
+    from transcoder import decode
+    from transcoder.chapters import ChapterPolicy
+    from transcoder.storyboard import StoryboardPolicy
+
+    deck = tmp_path / "deck.mp4"
+    changes = make_slide_deck(deck, change_frames=(20, 47, 80, 101, 118), frames=140, fps=10, keyint=10)
+    dropped: list[int] = []
+    real = decode.Decoder._skipped
+
+    def counting(self: decode.Decoder, packet: Any, vstream: Any) -> bool:
+        skipped = real(self, packet, vstream)
+        dropped.append(int(skipped))
+        return skipped
+
+    monkeypatch.setattr(decode.Decoder, "_skipped", counting)
+    viewer: dict[str, Any] = {
+        "chapter_policy": ChapterPolicy(min_spacing_s=1.0, flip_s=0.5),
+        "storyboard": StoryboardPolicy(min_interval_s=1, max_interval_s=1),
+    }
+    serial = run(deck, tmp_path / "serial", parallel="serial", **viewer)
+    chunked = run(deck, tmp_path / "chunked", parallel="chunks", **viewer)
+    assert len(chunked.chunks) >= 2
+    assert sum(dropped) >= (chunked.chunks[-1].end - 2) * 10  # the workers' video, less a GOP, not decoded here
+    assert serial.chapters is not None and chunked.chapters == serial.chapters
+    assert serial.chapters.starts_s == (0.0, *(float(c) for c in changes))
+    assert serial.thumbnails is not None and chunked.thumbnails == serial.thumbnails
+    a, b = tmp_path / "serial", tmp_path / "chunked"
+    viewer_files = ["poster.jpg", "thumbnails.vtt", "chapters.vtt", "chapters.json", "storyboard/images.m3u8"]
+    viewer_files += sorted(p.relative_to(a).as_posix() for p in (a / "storyboard").glob("*.jpg"))
+    for name in viewer_files:
+        assert (b / name).read_bytes() == (a / name).read_bytes(), name
