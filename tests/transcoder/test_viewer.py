@@ -49,7 +49,7 @@ def frames(tmp_path_factory: pytest.TempPathFactory) -> Frames:
     path = tmp_path_factory.mktemp("viewer") / "deck.mp4"
     make_slide_deck(path, change_frames=CHANGES, frames=FRAMES, fps=FPS)
     with av.open(str(path)) as container:
-        out = [(frame, Fraction(frame.pts * frame.time_base)) for frame in container.decode(video=0)]
+        out = [(frame, Fraction(frame.pts or 0) * (frame.time_base or 1)) for frame in container.decode(video=0)]
     assert len(out) == FRAMES
     return out
 
