@@ -1,4 +1,4 @@
-"""Bytes, x264 settings and Y-PSNR per rung, the same way for every variant.
+"""Bytes, x264 settings, Y-PSNR and Y-SSIM per rung, the same way for every variant.
 
 * Reference: the source frame (after the engine's filters before scaling) scaled to the rung
   with the engine's scaler (swscale bicubic to yuv420p), or the frame itself at the source size.
@@ -8,7 +8,9 @@
 * A second figure does not favour the engine's scaler: each sampled test frame scaled *up* to the
   source's size (swscale bicubic, the same fixed filter for every variant) against the source
   frame itself, ``psnr_y_src_db``, the usual practice for ladders. The report shows both while
-  they disagree.
+  they disagree. SSIM is measured the same way, at the source's size (``ssim_y_src``: FFmpeg's
+  ssim filter's formula, 8x8 windows every 4 pixels, averaged over the sampled frames; the
+  bundled FFmpeg has no libvmaf).
 * Every ``every``-th output frame, the same for every variant (7 is coprime to GOPs of 48, 50
   and 60 frames, so picture types are sampled in proportion); PSNR from the global MSE of the
   sampled frames, as FFmpeg's psnr filter's "average". Every output is decoded in lockstep with
@@ -33,7 +35,15 @@ from av.video.reformatter import Interpolation, VideoReformatter
 
 from .variants import Plan, Rung
 
-__all__ = ["DEFAULT_EVERY", "filter_graph", "measure_psnr", "playlist_bytes", "source_index", "x264_settings"]
+__all__ = [
+    "DEFAULT_EVERY",
+    "filter_graph",
+    "measure_psnr",
+    "playlist_bytes",
+    "source_index",
+    "ssim",
+    "x264_settings",
+]
 
 DEFAULT_EVERY = 7
 
@@ -123,9 +133,36 @@ def _sse(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> float:
     return float(np.einsum("ij,ij->", diff, diff, dtype=np.int64))
 
 
+# FFmpeg's ssim filter (libavfilter/vf_ssim.c, ssim_end1): its constants for sums over 8x8 windows of 8-bit samples.
+_SSIM_C1 = round(0.01 * 0.01 * 255 * 255 * 64)
+_SSIM_C2 = round(0.03 * 0.03 * 255 * 255 * 64 * 63)
+
+
+def ssim(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> float:
+    """SSIM of two planes as FFmpeg's ssim filter computes it: 8x8 windows every 4 pixels, averaged.
+
+    Sums over 4x4 blocks, then over 2x2 neighbouring blocks (the filter's ``ssim_4x4xn`` and
+    ``ssim_end1``); edge pixels that do not fill a block are left out, as there.
+    """
+    h, w = (min(a.shape[0], b.shape[0]) // 4) * 4, (min(a.shape[1], b.shape[1]) // 4) * 4
+    x, y = a[:h, :w].astype(np.int64), b[:h, :w].astype(np.int64)
+
+    def blocks(plane: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        sums: npt.NDArray[np.int64] = plane.reshape(h // 4, 4, w // 4, 4).sum(axis=(1, 3))
+        return sums[:-1, :-1] + sums[1:, :-1] + sums[:-1, 1:] + sums[1:, 1:]
+
+    s1, s2, ss, s12 = blocks(x), blocks(y), blocks(x * x + y * y), blocks(x * y)
+    variance = ss * 64 - s1 * s1 - s2 * s2
+    covariance = s12 * 64 - s1 * s2
+    num = (2 * s1 * s2 + _SSIM_C1).astype(np.float64) * (2 * covariance + _SSIM_C2)
+    den = (s1 * s1 + s2 * s2 + _SSIM_C1).astype(np.float64) * (variance + _SSIM_C2)
+    return float((num / den).mean())
+
+
 def measure_psnr(plan: Plan, outputs: dict[str, Path], every: int = DEFAULT_EVERY) -> dict[str, dict[str, Any]]:
-    """``{variant: {rung: {psnr_y_db, psnr_y_src_db, frames, sampled, missing}}}`` for the outputs' rungs."""
-    zero = {"sse": 0.0, "pixels": 0, "sse_src": 0.0, "pixels_src": 0, "frames": 0, "sampled": 0, "missing": 0}
+    """``{variant: {rung: {psnr_y_db, psnr_y_src_db, ssim_y_src, frames, sampled, missing}}}`` for the outputs' rungs."""
+    zero = {"sse": 0.0, "pixels": 0, "sse_src": 0.0, "pixels_src": 0, "ssim_src": 0.0}
+    zero |= {"frames": 0, "sampled": 0, "missing": 0}
     stats = {v: {r.name: dict(zero) for r in plan.rungs} for v in outputs}
     opened: list[Any] = []
     decoders: dict[tuple[str, str], Iterator[av.VideoFrame]] = {}
@@ -164,7 +201,9 @@ def measure_psnr(plan: Plan, outputs: dict[str, Path], every: int = DEFAULT_EVER
                             st["pixels"] += ref.size
                             if source_luma is None:
                                 source_luma = luma(frame, native, upscaler).copy()
-                            st["sse_src"] += _sse(luma(test, native, upscaler), source_luma)
+                            upscaled = luma(test, native, upscaler)
+                            st["sse_src"] += _sse(upscaled, source_luma)
+                            st["ssim_src"] += ssim(upscaled, source_luma)
                             st["pixels_src"] += source_luma.size
                             st["sampled"] += 1
                         next_n[rung.name] = n + every
@@ -177,4 +216,5 @@ def measure_psnr(plan: Plan, outputs: dict[str, Path], every: int = DEFAULT_EVER
         for st in per_rung.values():
             st["psnr_y_db"] = _psnr(st.pop("sse"), int(st.pop("pixels")))
             st["psnr_y_src_db"] = _psnr(st.pop("sse_src"), int(st.pop("pixels_src")))
+            st["ssim_y_src"] = st.pop("ssim_src") / st["sampled"] if st["sampled"] else math.nan
     return stats

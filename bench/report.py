@@ -361,7 +361,7 @@ def render(
     if rungs:
         # PSNR-Y against the source scaled down by the engine's scaler, and (src) at the source's
         # size, each rung scaled up with one fixed filter (bench/quality.py): both while they disagree.
-        head = "rung|variant|MB|bytes/cli|PSNR-Y dB|dB vs cli|PSNR-Y src dB|src vs cli|frames|x264 threads"
+        head = "rung|variant|MB|bytes/cli|PSNR-Y dB|dB vs cli|PSNR-Y src dB|src vs cli|SSIM-Y src|frames|x264 threads"
         body = [head.split("|")]
         for rung in p0.rungs:
             for key in [k for k in bench.args.variants if f"{k}/{rung.name}" in rungs]:
@@ -371,6 +371,7 @@ def render(
                 src = f.get("psnr_y_src_db", math.nan)
                 src_vs_cli = src - c.get("psnr_y_src_db", math.nan)
                 cells += [fmt(psnr, ".3f"), fmt(vs_cli, "+.3f"), fmt(src, ".3f"), fmt(src_vs_cli, "+.3f")]
+                cells.append(fmt(f.get("ssim_y_src", math.nan), ".5f"))
                 cells += [str(f.get("frames", "-")), f["x264_threads"]]
                 body.append([f"{rung.name} {rung.width}x{rung.height}", key, *cells])
         lines += ["", table(body, left=2)]

@@ -118,6 +118,7 @@ def test_smoke_engine_against_both_clis(tmp_path: Path) -> None:
             # At the source's size a rung also loses the detail its scaling dropped: never above the figure
             # measured at its own size (equal for a rung at the source's size).
             assert 20 < facts["psnr_y_src_db"] <= facts["psnr_y_db"] + 0.01
+            assert 0.5 < facts["ssim_y_src"] < 1.0
     assert any(name.startswith("rung-") for name in rows["0/engine"]["thread_cpu_s"])
     assert report["x264_mismatches"] == []  # only thread counts may differ from the engine's x264 settings
     stages = report["stages"]
