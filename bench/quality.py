@@ -160,7 +160,7 @@ def ssim(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> float:
 
 
 def measure_psnr(plan: Plan, outputs: dict[str, Path], every: int = DEFAULT_EVERY) -> dict[str, dict[str, Any]]:
-    """``{variant: {rung: {psnr_y_db, psnr_y_src_db, ssim_y_src, frames, sampled, missing}}}`` for the outputs' rungs."""
+    """``{variant: {rung: {psnr_y_db, psnr_y_src_db, ssim_y_src, frames, sampled, missing}}}`` per rung."""
     zero = {"sse": 0.0, "pixels": 0, "sse_src": 0.0, "pixels_src": 0, "ssim_src": 0.0}
     zero |= {"frames": 0, "sampled": 0, "missing": 0}
     stats = {v: {r.name: dict(zero) for r in plan.rungs} for v in outputs}

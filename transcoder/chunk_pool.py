@@ -89,6 +89,7 @@ class _Done:
     viewer: ViewerPart | None
     cpu_s: float
     wall_s: float
+    peak_rss_bytes: int
 
 
 def run_chunk(task: ChunkTask) -> tuple[SpanRecord, ViewerPart | None] | _Failure:
@@ -292,7 +293,13 @@ class ChunkPool:
         result: _Done | _Failure = pickle.loads(out)
         if isinstance(result, _Failure):
             return result
-        stat = ChunkStats(first=task.chunk.first, end=task.chunk.end, cpu_s=result.cpu_s, wall_s=result.wall_s)
+        stat = ChunkStats(
+            first=task.chunk.first,
+            end=task.chunk.end,
+            cpu_s=result.cpu_s,
+            wall_s=result.wall_s,
+            peak_rss_bytes=result.peak_rss_bytes,
+        )
         with self._lock:
             self._stats.append(stat)
             if result.viewer is not None:
@@ -336,6 +343,22 @@ class ChunkPool:
         self._threads.shutdown(wait=True, cancel_futures=True)
 
 
+def _peak_rss_bytes() -> int:
+    """This process's peak RSS since its exec (``VmHWM``).
+
+    Not ``ru_maxrss``: Linux starts it at the high-water mark of the process
+    this one was forked from (the main process, at its own size).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def main() -> int:
     """A worker: one pickled :class:`ChunkTask` on stdin, its record (or failure) pickled on stdout."""
     started = time.monotonic()
@@ -349,7 +372,7 @@ def main() -> int:
     result = (
         outcome
         if isinstance(outcome, _Failure)
-        else _Done(*outcome, usage.ru_utime + usage.ru_stime, time.monotonic() - started)
+        else _Done(*outcome, usage.ru_utime + usage.ru_stime, time.monotonic() - started, _peak_rss_bytes())
     )
     result_stream.write(pickle.dumps(result))
     result_stream.flush()

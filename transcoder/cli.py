@@ -512,6 +512,9 @@ def _result_table(result: TranscodeResult, output: Path | str) -> str:
         f"{result.source.duration_s:.1f} s of video in {result.wall_s:.1f} s ({speed:.2f}x realtime), "
         f"CPU {result.cpu_s:.1f} s, peak RSS {result.peak_rss_bytes / 2**20:.0f} MiB"
     )
+    if result.chunks:
+        worst = max(chunk.peak_rss_bytes for chunk in result.chunks)
+        footer += f" (this process); {len(result.chunks)} chunks on worker processes, peak RSS {worst / 2**20:.0f} MiB"
     resumed = ""
     if result.resumed_segments:
         resumed = f"\nresumed: {result.resumed_segments} segments per rendition kept from an earlier run"

@@ -295,6 +295,7 @@ class ChunkStats:
     end: int
     cpu_s: float  # user + system, the whole worker process (its start included)
     wall_s: float
+    peak_rss_bytes: int = 0  # the worker process's
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -27,7 +27,8 @@ def ffmpeg_ssim_y(a: U8, b: U8) -> float:
     height, width = a.shape
     graph = av.filter.Graph()
     main, ref = (
-        graph.add_buffer(width=width, height=height, format="yuv420p", time_base=Fraction(1, 25)) for _ in range(2)
+        graph.add_buffer(width=width, height=height, format=av.VideoFormat("yuv420p"), time_base=Fraction(1, 25))
+        for _ in range(2)
     )
     measure, sink = graph.add("ssim"), graph.add("buffersink")
     main.link_to(measure, 0, 0)

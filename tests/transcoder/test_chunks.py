@@ -150,6 +150,8 @@ def test_a_chunked_run_publishes_what_a_serial_run_does(clip: Path, tmp_path: Pa
     # What each worker's chunk cost, for the bench's projection (bench/projection.py).
     assert [(c.first, c.end) for c in chunked.chunks] == sorted((c.first, c.end) for c in chunked.chunks)
     assert chunked.chunks[0].first == 0 and all(c.cpu_s > 0 and c.wall_s > 0 for c in chunked.chunks)
+    # Each worker's own peak (VmHWM from its exec), not the main process's high-water mark it was forked at.
+    assert all(30 * 2**20 < c.peak_rss_bytes < chunked.peak_rss_bytes * 4 for c in chunked.chunks)
 
 
 def test_a_chunked_run_resumes_from_an_earlier_runs_records(clip: Path, tmp_path: Path) -> None:
