@@ -29,6 +29,16 @@ from .still import STILL_X264_PARAMS
 # every rung then has IDRs exactly every GOP, at the same timestamps, so
 # segments line up across variants (players switch only at such points).
 _X264_PARAMS = "keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0"
+# Where an encoder that starts mid-timeline (a chunk, a resumed run) starts
+# its VBV buffer, as a fraction of bufsize. x264's default, 0.9, suits a
+# stream's start; mid-stream, a rung that VBV constrains sits lower: x264 plans
+# to keep the buffer at least half full (clip_qscale in encoder/ratecontrol.c,
+# "Try to get the buffer at least 50% filled"). Starting at 0.9 spent the
+# difference on the chunk's first segment: +12% bytes there, +2.2% overall
+# with a seam every 20 s. Measured on the bench's 60 s 1080p scene source
+# against a serial run (bench/NOTES.md): 0.5 starved that segment (-0.67 dB
+# PSNR-Y), 0.65 matched it (bytes +1%, -0.08 to -0.12 dB; all rungs +0.67%).
+MID_STREAM_VBV_INIT = 0.65
 
 
 def x264_options(rung: Rung, *, gop_frames: int, preset: str, crf: int, still: bool = False) -> dict[str, str]:
@@ -205,7 +215,12 @@ class RungEncoder:
             lookahead_thread=lookahead_thread,
             still=still,  # a still source's settings (x264_options)
         )
-        cc.options = dict(self._options)
+        options = dict(self._options)
+        if start_slot > 0 and rung.maxrate_kbps:
+            # Not in self._options: still GOPs (transcoder.hold) are short
+            # streams of their own, encoded alike in every run.
+            options["x264-params"] += f":vbv-init={MID_STREAM_VBV_INIT}"
+        cc.options = options
         self._stream: VideoStream | None = stream
         self._muxer_closed = False
         self._time_base = cc.time_base
