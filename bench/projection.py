@@ -3,14 +3,15 @@
 Runs the engine once with forced chunks (``--parallel chunks --workers 1``:
 one chunk at a time beside the main process, so each chunk's cost is measured
 without other chunks competing) and reads each chunk's CPU and wall from the
-``--json`` result. The main process's own CPU (the whole decode again, the
-audio, the viewer outputs, the last chunk) is the serial part.
+``--json`` result. The main process's own CPU (the audio, demuxing past the
+workers' video, merging their viewer taps, publishing, the last chunk) is the
+serial part.
 
 The projection for N vCPUs is a model, not a measurement (this machine has
 :func:`os.cpu_count` cores). The main process's CPU is split into its last
 chunk, costed at the workers' measured CPU per segment, and the rest, its
-fixed part M (decoding the whole source again, the audio, the viewer
-outputs, the publishing). All chunks, the main process's included, cost C
+fixed part M (the audio decoded and encoded once for the whole timeline, the
+workers' video demuxed past, the viewer taps merged, the publishing). All chunks, the main process's included, cost C
 (that CPU per segment times every segment). The fixed part keeps at most
 ``MAIN_PARALLELISM`` cores busy; the chunks share the rest; the wall is
 whichever finishes last::
@@ -84,11 +85,12 @@ def report(result: dict[str, object], *, cores: tuple[int, ...] = (4, 16, 64)) -
         f"execution: {result['execution']}",
         f"chunks: {len(chunks)} ({in_chunks} of {total} segments), CPU {chunk_cpu:.1f} s; "
         f"median per chunk {statistics.median(float(c['cpu_s']) for c in chunks):.2f} s CPU, "
-        f"{statistics.median(float(c['wall_s']) for c in chunks):.2f} s wall",
+        f"{statistics.median(float(c['wall_s']) for c in chunks):.2f} s wall; peak RSS per worker "
+        f"{max(int(c.get('peak_rss_bytes', 0)) for c in chunks) / 2**20:.0f} MiB at most",
         f"throughput: {len(chunks) / chunk_cpu:.3f} chunks per core-second, "
         f"{in_chunks * segment_s / chunk_cpu:.3f} s of video per core-second in chunks",
         f"main process: CPU {total_cpu - chunk_cpu:.1f} s of {total_cpu:.1f} s; its fixed part (the serial part: "
-        f"decoding everything again, audio, viewer outputs) {fixed:.1f} s, its own chunk the rest",
+        f"audio, demuxing past the workers' video, merging, publishing) {fixed:.1f} s, its own chunk the rest",
         "projection (a model, see bench/projection.py):",
     ]
     for n in cores:
