@@ -52,6 +52,7 @@ from .variants import ALIASES, VARIANTS, Plan, find_ffmpeg, plan_of, steps_for
 EXIT_OK, EXIT_GOALS, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 3
 Goal = tuple[str, bool, str]  # name, passed, detail
 GOALS = {"wall": 0.95, "efficiency": 0.93, "rss": 0.6, "psnr_db": 0.1, "bytes": 1.02, "hidden": 0.8, "length": 1.10}
+GOALS["chunks_cpu"] = 1.05  # forced time chunks against the serial engine, same outputs (issue: segment-parallel)
 MIN_TRANSFER_SHARE = 0.2
 MiB, MB = 2**20, 1e6
 REPO = Path(__file__).resolve().parent.parent
@@ -316,6 +317,12 @@ def goals(bench: Bench, rows: dict[str, Any], rungs: dict[str, Any], stages: Sta
                 d, by = ra["psnr_y_db"] - rb["psnr_y_db"], ratio(ra["bytes"], rb["bytes"])
                 detail = f"PSNR-Y {d:+.3f} dB vs cli (>= -{GOALS['psnr_db']}), bytes {by:.4f}x (<= {GOALS['bytes']})"
                 out.append((f"quality {rung.name}", d >= -GOALS["psnr_db"] and by <= GOALS["bytes"], detail))
+    for serial, chunked in (("engine", "engine-chunks"), ("engine-bare", "engine-chunks-bare")):
+        a, b = rows.get(f"0/{serial}"), rows.get(f"0/{chunked}")
+        if a and b and a["runs_ok"] and b["runs_ok"]:
+            c, w = ratio(b["cpu_s"], a["cpu_s"]), ratio(b["wall_s"], a["wall_s"])
+            detail = f"{chunked}/{serial} CPU {c:.3f} (target <= {GOALS['chunks_cpu']}), wall {w:.3f}"
+            out.append((f"chunks CPU {serial}", c <= GOALS["chunks_cpu"], detail))
     if all(f"0/{k}" in rows for k in ("engine", "s3", "get", "put")):
         a, s3, get, put = (rows[f"0/{k}"]["inner_wall_s"] for k in ("engine", "s3", "get", "put"))
         hidden = 1 - (s3 - a) / (get + put) if get + put else math.nan

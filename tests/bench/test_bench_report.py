@@ -8,10 +8,12 @@ import subprocess
 import sys
 from fractions import Fraction
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
-from bench.report import MIN_TRANSFER_SHARE, choose_rate
+from bench.report import GOALS, MIN_TRANSFER_SHARE, Bench, choose_rate, goals
 from bench.sources import SampleSpec, make_sample
 from bench.variants import plan_of, steps_for
 
@@ -33,6 +35,18 @@ def test_the_link_rate_says_when_no_rate_can_pass() -> None:
     rate, why = choose_rate(100.0, 200 * MB, 20 * MB)  # the source is 10x the ladder
     assert 20 * MB * 8 / (rate * MB) >= MIN_TRANSFER_SHARE * 100.0
     assert "cannot pass" in why
+
+
+@pytest.mark.parametrize(("chunks_cpu", "passed"), [(104.0, True), (106.0, False)])
+def test_forced_chunks_are_held_to_five_percent_more_cpu_than_serial(chunks_cpu: float, passed: bool) -> None:
+    bench = cast(Bench, SimpleNamespace(args=SimpleNamespace(long=False, variants=[]), plans=[]))
+    rows: dict[str, Any] = {
+        "0/engine": {"runs_ok": 3, "cpu_s": 100.0, "wall_s": 50.0},
+        "0/engine-chunks": {"runs_ok": 3, "cpu_s": chunks_cpu, "wall_s": 49.0},
+    }
+    [(name, ok, detail)] = goals(bench, rows, {}, None)
+    assert (name, ok) == ("chunks CPU engine", passed) and GOALS["chunks_cpu"] == 1.05
+    assert detail.startswith(f"engine-chunks/engine CPU {chunks_cpu / 100:.3f}") and "wall 0.980" in detail
 
 
 def test_the_cli_gets_the_engine_s_plan_and_x264_options(tmp_path: Path) -> None:
