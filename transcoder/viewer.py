@@ -42,7 +42,7 @@ import bisect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import av
 import numpy as np
@@ -148,6 +148,9 @@ class ViewerPart:
     chapters: ChapterSignal | None = None
 
 
+_Candidate = TypeVar("_Candidate", TileCandidate, PosterCandidate)
+
+
 class Viewer:
     """The run's viewer outputs: each of the three is None when the config turns it off."""
 
@@ -178,10 +181,6 @@ class Viewer:
             poster = PosterPicker(span_s, *_poster_size(top.width, top.height), colour=colour)
         chapters = ChapterDetector(config.chapter_policy) if config.chapters else None
         return cls(storyboard, poster, chapters)
-
-    @property
-    def any(self) -> bool:
-        return self.storyboard is not None or self.poster is not None or self.chapters is not None
 
     @property
     def frame_taps(self) -> tuple[FrameTap, ...]:
@@ -331,13 +330,18 @@ def _where_they_matter(
     return tuple((t, m) for t, m in samples if t - start_s <= window or end_s - t <= window or near_change(t))
 
 
+def _earliest(candidates: Iterable[_Candidate]) -> dict[int, _Candidate]:
+    """Per target (a tile, a poster point), the earliest frame offered for it: the serial run's."""
+    best: dict[int, _Candidate] = {}
+    for candidate in candidates:
+        for target in range(candidate.first, candidate.end):
+            if target not in best or candidate.time_s < best[target].time_s:
+                best[target] = candidate
+    return best
+
+
 def _merge_tiles(storyboard: Storyboard, parts: Sequence[ViewerPart]) -> None:
-    best: dict[int, TileCandidate] = {}
-    for part in parts:
-        for candidate in part.tiles:
-            for k in range(candidate.first, candidate.end):
-                if k not in best or candidate.time_s < best[k].time_s:
-                    best[k] = candidate
+    best = _earliest(candidate for part in parts for candidate in part.tiles)
     if sorted(best) != list(range(len(best))):
         raise MediaError("the chunks' storyboard tiles do not join up", context={"tiles": len(best)})
     for k in range(len(best)):
@@ -345,12 +349,7 @@ def _merge_tiles(storyboard: Storyboard, parts: Sequence[ViewerPart]) -> None:
 
 
 def _merge_poster(poster: PosterPicker, parts: Sequence[ViewerPart]) -> None:
-    best: dict[int, PosterCandidate] = {}
-    for part in parts:
-        for candidate in part.poster:
-            for point in range(candidate.first, candidate.end):
-                if point not in best or candidate.time_s < best[point].time_s:
-                    best[point] = candidate
+    best = _earliest(candidate for part in parts for candidate in part.poster)
     chosen: tuple[float, _U8] | None = None
     # In time order, the first of the highest scores, as the serial picker keeps it.
     for candidate in sorted({id(c): c for c in best.values()}.values(), key=lambda c: c.time_s):

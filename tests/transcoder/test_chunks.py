@@ -205,20 +205,26 @@ def test_chunks_upload_to_object_storage(
     ]
 
 
-def test_without_viewer_outputs_the_main_process_leaves_the_workers_video_undecoded(
-    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def dropped(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per video packet the decoder looked at to skip (transcoder.decode.VideoSkip): 1 if it did."""
     from transcoder import decode
 
-    dropped: list[int] = []
+    seen: list[int] = []
     real = decode.Decoder._skipped
 
     def counting(self: decode.Decoder, packet: Any, vstream: Any) -> bool:
         skipped = real(self, packet, vstream)
-        dropped.append(int(skipped))
+        seen.append(int(skipped))
         return skipped
 
     monkeypatch.setattr(decode.Decoder, "_skipped", counting)
+    return seen
+
+
+def test_without_viewer_outputs_the_main_process_leaves_the_workers_video_undecoded(
+    clip: Path, tmp_path: Path, dropped: list[int]
+) -> None:
     off = {"thumbnails": False, "chapters": False, "poster": False}
     serial = run(clip, tmp_path / "serial", parallel="serial", **off)
     assert dropped == []
@@ -232,9 +238,7 @@ def test_without_viewer_outputs_the_main_process_leaves_the_workers_video_undeco
     ]
 
 
-def test_viewer_outputs_are_tapped_in_the_chunks_and_match_a_serial_runs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_viewer_outputs_are_tapped_in_the_chunks_and_match_a_serial_runs(tmp_path: Path, dropped: list[int]) -> None:
     """Storyboard, poster and chapters of a chunked run: the serial run's bytes, the workers' video undecoded here.
 
     A slide deck with a keyframe every second: chunk workers start decoding
@@ -242,21 +246,11 @@ def test_viewer_outputs_are_tapped_in_the_chunks_and_match_a_serial_runs(
     chunks; a tile every second and 6 poster points land on boundaries too.
     """
     from tests.support.media_slides import make_slide_deck
-    from transcoder import decode
     from transcoder.chapters import ChapterPolicy
     from transcoder.storyboard import StoryboardPolicy
 
     deck = tmp_path / "deck.mp4"
     changes = make_slide_deck(deck, change_frames=(20, 47, 80, 101, 118), frames=140, fps=10, keyint=10)
-    dropped: list[int] = []
-    real = decode.Decoder._skipped
-
-    def counting(self: decode.Decoder, packet: Any, vstream: Any) -> bool:
-        skipped = real(self, packet, vstream)
-        dropped.append(int(skipped))
-        return skipped
-
-    monkeypatch.setattr(decode.Decoder, "_skipped", counting)
     viewer: dict[str, Any] = {
         "chapter_policy": ChapterPolicy(min_spacing_s=1.0, flip_s=0.5),
         "storyboard": StoryboardPolicy(min_interval_s=1, max_interval_s=1),
