@@ -37,6 +37,7 @@ from fractions import Fraction
 from typing import Literal
 
 from .config import ExecutionMode
+from .encode import MID_STREAM_VBV_INIT
 from .models import Ladder, SourceInfo
 from .probe import Source, open_input
 
@@ -86,6 +87,7 @@ class ExecutionPlan:
             f"execution: {len(self.chunks)} chunk(s) on {self.workers} worker process(es) of {self.worker_cores} "
             f"core(s), the main process from segment {self.tail_first}: {self.reason}",
             f"chunk decode overlap: {self.overlap:.1%} of the video (keyframes before chunk starts)",
+            f"a chunk's x264 starts its VBV buffer {MID_STREAM_VBV_INIT:.0%} full (vbv-init; a stream's start: 90%)",
         ]
 
 

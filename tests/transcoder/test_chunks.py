@@ -59,6 +59,8 @@ def test_two_cores_run_serial_and_many_cores_run_chunks() -> None:
     assert sixteen.mode == "chunks"
     assert sixteen.workers * sixteen.worker_cores <= 16
     assert len(sixteen.chunks) + 1 > sixteen.workers  # more chunks than workers: the last ones balance the load
+    assert sixteen.describe()[0].startswith(f"execution: {len(sixteen.chunks)} chunk(s) on {sixteen.workers} worker")
+    assert "VBV buffer 65% full" in sixteen.describe()[2] and len(two.describe()) == 1
 
 
 def test_chunks_cover_every_segment_once_and_the_main_process_ends_the_timeline() -> None:
