@@ -1,39 +1,67 @@
-"""The many-core projection of bench/projection.py: the model's arithmetic."""
+"""The many-core projection of bench/projection.py: the engine's own plan, scheduled by hand here."""
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import pytest
 
-from bench.projection import MAIN_PARALLELISM, project, report
+from bench.projection import project, report
+from transcoder.models import Ladder, Rung
+
+# The default ladder of a 1080p30 source: the top rung is 57% of the pixel rate, so a chunk worker
+# gets 7 cores (x264's 4 useful frame threads / 0.57) and 16 cores make 2 workers and 6 chunks.
+DEFAULT = Ladder(
+    rungs=tuple(
+        Rung(name=f"{h}p", width=w, height=h, fps=Fraction(30), bitrate_kbps=1, maxrate_kbps=1, bufsize_kbps=1)
+        for w, h in ((1920, 1080), (1280, 720), (854, 480), (640, 360))
+    ),
+    audio=(),
+    gop_s=2.0,
+    segment_s=4.0,
+)
 
 
-def test_chunks_dominate_on_few_cores_and_the_main_process_on_many() -> None:
-    few = project(chunks_cpu_s=900.0, main_cpu_s=100.0, cores=4)
-    assert few.limited_by == "chunks"
-    assert few.wall_s == pytest.approx(1000.0 / 4)
-    assert few.efficiency == pytest.approx(1.0)
-    many = project(chunks_cpu_s=900.0, main_cpu_s=100.0, cores=64)
-    assert many.limited_by == "main process"
-    assert many.wall_s == pytest.approx(100.0 / MAIN_PARALLELISM)
-    assert many.efficiency == pytest.approx(1000.0 / (64 * 25.0))
+def test_four_cores_run_one_ladder_and_keep_every_core_busy() -> None:
+    p = project(DEFAULT, per_segment_cpu_s=7.0, fixed_cpu_s=14.0, segments=30, cores=4)
+    assert p.execution.startswith("execution: serial")
+    assert p.wall_s == pytest.approx(224.0 / 4) and p.efficiency == pytest.approx(1.0)
+    assert p.limited_by == "the cores"
+
+
+def test_sixteen_cores_wait_for_the_last_workers_chunk() -> None:
+    # 30 segments: 5 worker chunks of 5 segments (35 s of CPU, 5 s on 7 cores) on 2 workers end at
+    # 5, 5, 10, 10, 15 s; the main process's chunk and 14 s fixed part take (35 + 14) / 7 = 7 s;
+    # all 224 s of CPU on 16 cores 14 s.
+    p = project(DEFAULT, per_segment_cpu_s=7.0, fixed_cpu_s=14.0, segments=30, cores=16)
+    assert p.execution.startswith("execution: 5 chunk(s) on 2 worker process(es) of 7 core(s)")
+    assert p.wall_s == pytest.approx(15.0) and p.limited_by == "the chunks' granularity"
+    assert p.efficiency == pytest.approx(224.0 / (16 * 15.0))
+
+
+def test_a_large_fixed_part_makes_the_main_process_the_limit() -> None:
+    p = project(DEFAULT, per_segment_cpu_s=7.0, fixed_cpu_s=200.0, segments=30, cores=16)
+    assert p.limited_by == "the main process" and p.wall_s == pytest.approx((35.0 + 200.0) / 7)
 
 
 def test_the_report_reads_the_engines_json() -> None:
+    video = {"kind": "video", "name": "360p", "width": 640, "height": 360, "fps": 30.0, "segments": [{}] * 4}
     result = {
         "execution": "3 chunk(s) on 1 worker process(es)",
         "cpu_s": 30.0,
         "source": {"duration_s": 16.0},
-        "ladder": {"segment_s": 4.0},
-        "renditions": [{"kind": "video", "segments": [{}, {}, {}, {}]}, {"kind": "audio", "segments": [{}] * 4}],
+        "ladder": {"segment_s": 4.0, "gop_s": 2.0},
+        "renditions": [video, {"kind": "audio", "name": "audio", "segments": [{}] * 4}],
         "chunks": [
-            {"first": 0, "end": 1, "cpu_s": 6.0, "wall_s": 6.5},
-            {"first": 1, "end": 2, "cpu_s": 7.0, "wall_s": 7.5},
-            {"first": 2, "end": 3, "cpu_s": 7.0, "wall_s": 7.5},
+            {"first": 0, "end": 1, "cpu_s": 6.0, "wall_s": 6.5, "peak_rss_bytes": 300 * 2**20},
+            {"first": 1, "end": 2, "cpu_s": 7.0, "wall_s": 7.5, "peak_rss_bytes": 310 * 2**20},
+            {"first": 2, "end": 3, "cpu_s": 7.0, "wall_s": 7.5, "peak_rss_bytes": 305 * 2**20},
         ],
     }
     lines = report(result, cores=(4,))
     # 20 s of CPU for 3 segments in chunks: 6.67 s a segment; the main process's 10 s less its own
     # segment's 6.67 s is its fixed part.
-    assert any(line.startswith("chunks: 3 (3 of 4 segments), CPU 20.0 s") for line in lines)
+    assert any(line.startswith("chunks: 3 (3 of 4 segments), CPU 20.0 s") and "310 MiB" in line for line in lines)
     assert any("fixed part" in line and " 3.3 s" in line for line in lines)
+    assert "  a 1 h lecture, 900 segments:" in lines
     assert lines[-1].strip().startswith("4 vCPU")
