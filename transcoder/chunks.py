@@ -43,7 +43,8 @@ from .probe import Source, open_input
 
 # Frame threads at which x264 stops scaling (x264 doc/threads.txt: 3.97x at 4 threads on 8 cores).
 X264_SCALING_THREADS = 4
-# More chunks than workers, so the last ones balance the load.
+# Chunks per worker when there are several: more chunks than workers, so the
+# last ones balance the load (a single worker has nothing to balance: one).
 CHUNKS_PER_WORKER = 3
 # Keyframe overlap (decoded before a chunk's start, then dropped) allowed, as a share of the video.
 MAX_OVERLAP = 0.10
@@ -136,7 +137,9 @@ def plan_execution(
     count = workers if workers is not None else max(1, cores // worker_cores)
     if memory_bytes is not None:
         count = max(1, min(count, memory_bytes // WORKER_MEMORY_BYTES))
-    chunks = _split(todo, count * CHUNKS_PER_WORKER)
+    # The workers' chunks come in whole rounds (as many for each worker), and
+    # one more is the main process's: it runs beside them from the start.
+    chunks = _split(todo, count * (CHUNKS_PER_WORKER if count > 1 else 1) + 1)
     overlap = _overlap(chunks, segment_s, segments, keyframes_s)
     while overlap > MAX_OVERLAP and len(chunks) > 2:
         chunks = _split(todo, max(2, len(chunks) // 2))
@@ -184,12 +187,11 @@ def _uncovered(segments: int, covered: Sequence[Chunk]) -> list[Chunk]:
 
 
 def _split(runs: Sequence[Chunk], count: int) -> list[Chunk]:
-    """Cut the runs into about ``count`` chunks of about equal length (whole segments)."""
+    """Cut the runs into ``count`` chunks of about equal length (whole segments; fewer when runs are short)."""
     total = sum(run.segments for run in runs)
-    size = max(1, math.ceil(total / max(1, count)))
     chunks: list[Chunk] = []
     for run in runs:
-        pieces = max(1, round(run.segments / size))
+        pieces = max(1, min(run.segments, round(max(1, count) * run.segments / max(1, total))))
         bounds = [run.first + round(i * run.segments / pieces) for i in range(pieces + 1)]
         chunks.extend(Chunk(a, b) for a, b in itertools.pairwise(bounds) if b > a)
     return chunks

@@ -29,19 +29,26 @@ def test_four_cores_run_one_ladder_and_keep_every_core_busy() -> None:
     assert p.limited_by == "the cores"
 
 
-def test_sixteen_cores_wait_for_the_last_workers_chunk() -> None:
-    # 30 segments: 5 worker chunks of 5 segments (35 s of CPU, 5 s on 7 cores) on 2 workers end at
-    # 5, 5, 10, 10, 15 s; the main process's chunk and 14 s fixed part take (35 + 14) / 7 = 7 s;
-    # all 224 s of CPU on 16 cores 14 s.
+def test_sixteen_cores_keep_every_core_busy_with_whole_rounds_of_chunks() -> None:
+    # 30 segments: 6 worker chunks (4, 5, 4, 4, 4, 5 segments: 1 s of 7 cores each) on 2 workers end at
+    # 12 and 14 s; the main process's 4 segments and 14 s fixed part take (28 + 14) / 7 = 6 s; all 224 s
+    # of CPU on 16 cores take 14 s.
     p = project(DEFAULT, per_segment_cpu_s=7.0, fixed_cpu_s=14.0, segments=30, cores=16)
-    assert p.execution.startswith("execution: 5 chunk(s) on 2 worker process(es) of 7 core(s)")
-    assert p.wall_s == pytest.approx(15.0) and p.limited_by == "the chunks' granularity"
-    assert p.efficiency == pytest.approx(224.0 / (16 * 15.0))
+    assert p.execution.startswith("execution: 6 chunk(s) on 2 worker process(es) of 7 core(s)")
+    assert p.wall_s == pytest.approx(14.0) and p.limited_by == "the cores" and p.efficiency == pytest.approx(1.0)
+
+
+def test_too_few_segments_leave_cores_idle() -> None:
+    # 9 segments: 6 worker chunks of 1, 2, 1, 1, 1, 2 segments end at 3 and 5 s on 2 workers; 63 s on 16
+    # cores would take 3.94 s.
+    p = project(DEFAULT, per_segment_cpu_s=7.0, fixed_cpu_s=0.0, segments=9, cores=16)
+    assert p.limited_by == "the chunks' granularity" and p.wall_s == pytest.approx(5.0)
+    assert p.efficiency == pytest.approx(63.0 / (16 * 5.0))
 
 
 def test_a_large_fixed_part_makes_the_main_process_the_limit() -> None:
     p = project(DEFAULT, per_segment_cpu_s=7.0, fixed_cpu_s=200.0, segments=30, cores=16)
-    assert p.limited_by == "the main process" and p.wall_s == pytest.approx((35.0 + 200.0) / 7)
+    assert p.limited_by == "the main process" and p.wall_s == pytest.approx((28.0 + 200.0) / 7)
 
 
 def test_the_report_reads_the_engines_json() -> None:

@@ -25,7 +25,7 @@ from tests.support.played import played_frames
 from tests.support.s3server import ACCESS_KEY, SECRET_KEY, SeaweedServer, Space, fast_config
 from transcoder import TranscodeConfig, transcode
 from transcoder.checkpoint import RECORD_DIR
-from transcoder.chunks import MAX_OVERLAP, Chunk, plan_execution
+from transcoder.chunks import CHUNKS_PER_WORKER, MAX_OVERLAP, Chunk, plan_execution
 from transcoder.errors import CancelledError
 from transcoder.models import Ladder, Progress, Rung
 
@@ -59,6 +59,13 @@ def test_two_cores_run_serial_and_many_cores_run_chunks() -> None:
     assert sixteen.mode == "chunks"
     assert sixteen.workers * sixteen.worker_cores <= 16
     assert len(sixteen.chunks) + 1 > sixteen.workers  # more chunks than workers: the last ones balance the load
+    # Whole rounds: as many chunks for each worker, and one more, the main process's, of the same size.
+    lecture = plan_execution(DEFAULT, cores=16, **{**common, "segments": 901})
+    sizes = [c.segments for c in lecture.chunks]
+    assert len(sizes) == lecture.workers * CHUNKS_PER_WORKER and max(sizes) - min(sizes) <= 1
+    assert abs((901 - lecture.tail_first) - sizes[0]) <= 1
+    alone = plan_execution(DEFAULT, mode="chunks", cores=2, segments=40, segment_s=4.0, keyframes_s=None, workers=1)
+    assert [c.segments for c in alone.chunks] == [20] and alone.tail_first == 20  # one worker: one chunk each
     assert sixteen.describe()[0].startswith(f"execution: {len(sixteen.chunks)} chunk(s) on {sixteen.workers} worker")
     assert "VBV buffer 65% full" in sixteen.describe()[2] and len(two.describe()) == 1
 
@@ -121,7 +128,8 @@ def run(clip: Path, out: Path, **overrides: Any) -> Any:
 def test_a_chunked_run_publishes_what_a_serial_run_does(clip: Path, tmp_path: Path, fmt: str) -> None:
     serial = run(clip, tmp_path / "serial", parallel="serial", segment_format=fmt)
     chunked = run(clip, tmp_path / "chunked", parallel="chunks", segment_format=fmt)
-    assert chunked.execution is not None and chunked.execution.startswith(("4 chunk", "3 chunk", "5 chunk"))
+    assert chunked.execution is not None and chunked.execution.startswith(("2 chunk", "4 chunk", "6 chunk"))
+    assert " on 2 worker process(es)" in chunked.execution
     a, b = tmp_path / "serial", tmp_path / "chunked"
     for name in ("360p", "audio"):
         sa, sb = m3u8.load(str(a / name / "index.m3u8")), m3u8.load(str(b / name / "index.m3u8"))
