@@ -15,7 +15,7 @@ chunk at that rate. The plan is the engine's own (:func:`transcoder.chunks.plan_
 for N cores and the ladder): serial, or W workers of K cores each and chunks.
 
 * Serial: the largest rung keeps at most x264's 4 useful frame threads busy:
-  ``T = max(C / N, share * C / 4)`` (C: all segments' CPU).
+  ``T = max((C + M) / N, share * (C + M) / 4)`` (C: all segments' CPU).
 * Chunks: the workers take the chunks in order, each as soon as it is free,
   a chunk taking its CPU / K; the main process runs its own chunk plus M on
   K cores beside them; all of it shares N cores:
@@ -86,21 +86,20 @@ def project(ladder: Ladder, *, per_segment_cpu_s: float, fixed_cpu_s: float, seg
 
 
 def ladder_of(result: dict[str, object]) -> Ladder:
-    """The video rungs of a ``--json`` result, enough for the planner (sizes, rates, segment length)."""
-    renditions, settings = result["renditions"], result["ladder"]
-    assert isinstance(renditions, list) and isinstance(settings, dict)
+    """The planned ladder of a ``--json`` result (every rung, pruned ones too: the engine plans with them)."""
+    settings = result["ladder"]
+    assert isinstance(settings, dict)
     rungs = tuple(
         Rung(
             name=str(r["name"]),
             width=int(r["width"]),
             height=int(r["height"]),
             fps=Fraction(str(r["fps"])),
-            bitrate_kbps=1,
-            maxrate_kbps=1,
-            bufsize_kbps=1,
+            bitrate_kbps=int(r["bitrate_kbps"]),
+            maxrate_kbps=int(r["maxrate_kbps"]),
+            bufsize_kbps=int(r["bufsize_kbps"]),
         )
-        for r in sorted(renditions, key=lambda r: -int(r.get("height") or 0))
-        if r["kind"] == "video"
+        for r in settings["rungs"]
     )
     segment_s = float(settings["segment_s"])
     return Ladder(rungs=rungs, audio=(), gop_s=float(settings.get("gop_s", segment_s)), segment_s=segment_s)

@@ -273,14 +273,14 @@ class ChapterDetector:
         luma: _I16 = small.to_ndarray().astype(np.int16)
         return luma
 
-    def record(self, time_s: float, mad: float | None) -> None:
+    def record(self, time_s: float, difference: float | None) -> None:
         """Take one picture's MAD measured elsewhere (a chunked run's, merged in time order).
 
         None: the first picture, which has nothing before it.
         """
         self.frames += 1
-        if mad is not None:
-            self._record(time_s, mad)
+        if difference is not None:
+            self._record(time_s, difference)
 
     def _record(self, now: float, mad: float) -> None:
         policy = self.policy

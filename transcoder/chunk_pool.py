@@ -134,7 +134,13 @@ def _encode(task: ChunkTask) -> tuple[SpanRecord, ViewerPart | None]:
             for rung in task.ladder.rungs
         ]
         times = [_segment_time(task.ladder, stage, index) for stage in rungs for index in (first, end)]
-        span = DecodeSpan(origin=task.origin, start_s=min(times[0::2]), stop_s=max(times[1::2]))
+        start = min(times[0::2])
+        if start > 0 and task.info.video.interlaced and task.info.video.fps > 0:
+            # The deinterlacer (bwdif) reads the frame before each one: the
+            # chunk's first must have it, as in a serial run, or its picture
+            # differs. Decode from a keyframe before that frame.
+            start -= 1 / task.info.video.fps
+        span = DecodeSpan(origin=task.origin, start_s=max(Fraction(0), start), stop_s=max(times[1::2]))
         decode = DecodeStage(
             opened,
             task.info,

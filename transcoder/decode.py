@@ -74,8 +74,8 @@ class VideoSkip:
 
     Video packets are dropped until the first keyframe at or after ``until_s``
     (output time; ``origin`` as in :class:`DecodeSpan`). Audio is decoded
-    throughout. Only when nothing needs those frames (no storyboard, chapters
-    or poster): the run's caller decides.
+    throughout. Only when nothing in this process needs those frames: the
+    workers tap their own chunks for the viewer outputs (:mod:`transcoder.viewer`).
     """
 
     origin: Fraction

@@ -373,15 +373,6 @@ class RungEncoder:
             repeat -= skipped
             if repeat == 0:
                 return
-        if self._on_picture is not None and self.frames_out < self.start_slot < self.frames_out + repeat:
-            # Shown from before the start into it: offered again at the start,
-            # where a chunk's own pictures begin (transcoder.viewer). A chunk
-            # decoded from a keyframe at its start holds that first frame from
-            # slot 0: without this its picture would be offered at time 0.
-            before = self.start_slot - self.frames_out
-            self._emit(source, before, same, cancel=cancel)
-            self._emit(source, repeat - before, True, cancel=cancel)
-            return
         reused = self._last_scaled is not None
         if self._last_scaled is not None:
             # Equal to what was scaled last: the same output picture. Encoding
@@ -402,6 +393,12 @@ class RungEncoder:
             if slot < self.start_slot:
                 self.frames_out += 1  # the picture went to on_picture only
                 continue
+            if slot == self.start_slot and index > 0 and self._on_picture is not None:
+                # Shown from before the start into it: offered again at the
+                # start, where a chunk's own pictures begin (transcoder.viewer).
+                # A chunk decoded from a keyframe at its start holds that first
+                # frame from slot 0: it would otherwise be offered at time 0.
+                self._on_picture(frame, Fraction(slot) / self.rung.fps, True)
             frame.pts = slot
             frame.time_base = self._time_base
             # Decoded frames keep the source's picture type, which x264 would

@@ -134,7 +134,8 @@ def prepare(
     # The workers tap their chunks for the viewer outputs when theirs and the
     # main process's tile the timeline; with earlier records the main process
     # decodes and taps all of it, as a serial run does.
-    viewer = (config.thumbnails or config.chapters or config.poster) and not earlier
+    wanted = config.thumbnails or config.chapters or config.poster
+    viewer = wanted and not earlier
     tasks = [
         ChunkTask(
             source=str(os.fspath(source)),
@@ -173,7 +174,8 @@ def prepare(
         prefix=prefix,
         chunks_done=lambda: pool.done_share,
         pool=pool,
-        video_skip=_video_skip(ladder, plan, origin, keyframes) if not earlier else None,
+        # The workers' video is left undecoded unless the main process taps it itself.
+        video_skip=_video_skip(ladder, plan, origin, keyframes) if viewer or not wanted else None,
         resumed_segments=sum(record.end - record.first for record in earlier),
         viewer_parts=(lambda: pool.viewer_parts) if viewer else None,
     )

@@ -23,7 +23,8 @@ worker processes stored join them (``prefix``) before the playlists are
 written. The workers tap their own chunks for the viewer outputs and the
 main process merges their parts with its own (:mod:`transcoder.viewer`), so
 its decoder reads only the audio of the workers' stretch, demuxing past
-their video (``video_skip``).
+their video (``video_skip``; not when earlier checkpoint records cover part
+of it: the main process then taps the whole timeline itself).
 
 A :class:`Coordinator` runs one ladder. Each stage (:mod:`transcoder.stages`)
 owns its FFmpeg objects and releases them in its own thread when it ends, on

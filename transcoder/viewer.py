@@ -32,8 +32,9 @@ Why the merge is exact:
 A part owns the decoded frames, and the smallest rung's pictures, whose
 times lie in its half-open span of the timeline (:func:`part_spans`); the
 parts of a run tile it. Memory of a part until it is sent: its tiles (22 kB
-each at 160x90), its poster candidates (1.4 MB each at 1280x720, one per
-candidate point at most) and two floats per picture.
+each at 160x90), its poster candidates (1.4 MB each at 1280x720: one per
+candidate point in its span, and one for its first frame when the process
+decoded nothing before it) and two floats per picture.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from .storyboard import Storyboard
 _U8 = np.ndarray[Any, np.dtype[np.uint8]]
 _I16 = np.ndarray[Any, np.dtype[np.int16]]
 _POSTER_LONGEST = 1280
+_SLACK_S = 1e-6  # far below a frame, far above float rounding
 
 
 class FrameTap(Protocol):
@@ -134,7 +136,6 @@ class ChapterSignal:
     first: _I16  # its first and last tiny luma pictures
     last: _I16
     samples: tuple[tuple[float, float], ...]  # (time, MAD) of the pictures after the first, where they matter
-    pictures: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,12 +285,10 @@ class _ChapterTap:
         self._first: tuple[float, _I16] | None = None
         self._last: _I16 | None = None
         self._samples: list[tuple[float, float]] = []
-        self._pictures = 0
 
     def offer(self, frame: av.VideoFrame, time_s: Fraction, same: bool = False) -> None:
         if time_s not in self._span:
             return
-        self._pictures += 1
         if same and self._last is not None:
             self._samples.append((float(time_s), 0.0))
             return
@@ -309,17 +308,20 @@ class _ChapterTap:
             first=first,
             last=self._last,
             samples=_where_they_matter(self._samples, self._detector.policy, start),
-            pictures=self._pictures,
         )
 
 
 def _where_they_matter(
     samples: Sequence[tuple[float, float]], policy: ChapterPolicy, start_s: float
 ) -> tuple[tuple[float, float], ...]:
-    """The samples a decision can read: within ``window_s`` of a change (MAD >= min_change) or of an edge."""
+    """The samples a decision can read: within ``window_s`` of a change (MAD >= min_change) or of an edge.
+
+    With a little to spare: the detector compares float times its own way
+    (``abs(t - c) <= window_s``), and a sample kept for nothing is harmless.
+    """
     if not samples:
         return ()
-    window = policy.window_s
+    window = policy.window_s + _SLACK_S
     end_s = samples[-1][0]
     changes = [t for t, m in samples if m >= policy.min_change]
 
@@ -352,7 +354,7 @@ def _merge_poster(poster: PosterPicker, parts: Sequence[ViewerPart]) -> None:
     best = _earliest(candidate for part in parts for candidate in part.poster)
     chosen: tuple[float, _U8] | None = None
     # In time order, the first of the highest scores, as the serial picker keeps it.
-    for candidate in sorted({id(c): c for c in best.values()}.values(), key=lambda c: c.time_s):
+    for candidate in sorted({c.time_s: c for c in best.values()}.values(), key=lambda c: c.time_s):
         score, picture = candidate.score, candidate.picture
         if score is not None and picture is not None and (chosen is None or score > chosen[0]):
             chosen = (score, picture)

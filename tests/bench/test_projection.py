@@ -57,7 +57,11 @@ def test_the_report_reads_the_engines_json() -> None:
         "execution": "3 chunk(s) on 1 worker process(es)",
         "cpu_s": 30.0,
         "source": {"duration_s": 16.0},
-        "ladder": {"segment_s": 4.0, "gop_s": 2.0},
+        "ladder": {
+            "segment_s": 4.0,
+            "gop_s": 2.0,
+            "rungs": [{**video, "bitrate_kbps": 800, "maxrate_kbps": 880, "bufsize_kbps": 1600}],
+        },
         "renditions": [video, {"kind": "audio", "name": "audio", "segments": [{}] * 4}],
         "chunks": [
             {"first": 0, "end": 1, "cpu_s": 6.0, "wall_s": 6.5, "peak_rss_bytes": 300 * 2**20},

@@ -351,8 +351,13 @@ def _check_size(width: int, height: int, pix_fmt: str) -> None:
         raise ValueError(f"odd size {width}x{height} needs a non-subsampled pix_fmt such as yuv444p, not {pix_fmt}")
 
 
-def _x264_options(codec: str) -> dict[str, str]:
-    return {"preset": "superfast"} if codec == "libx264" else {}  # keeps B-frames, unlike ultrafast
+def _x264_options(codec: str, keyint: int | None = None) -> dict[str, str]:
+    if codec != "libx264":
+        return {}
+    options = {"preset": "superfast"}  # keeps B-frames, unlike ultrafast
+    if keyint is not None:
+        options["x264-params"] = f"keyint={keyint}:min-keyint={keyint}:scenecut=0"
+    return options
 
 
 # --------------------------------------------------------------------------- real clips
@@ -383,6 +388,7 @@ def make_clip(
     moving: bool = True,
     audio_codec: str = "aac",
     faststart: bool = False,
+    keyint: int | None = None,
 ) -> Path:
     """A real clip: ``video_codec`` video (+ ``audio_codec`` tone unless ``audio=False``).
 
@@ -393,7 +399,8 @@ def make_clip(
     (pixel) aspect ratio, e.g. ``(4, 3)``. ``rotation`` is clockwise, one of
     0/90/180/270; mp4, mov and Matroska keep it, MPEG-TS drops it. Odd sizes
     need a non-subsampled ``pix_fmt`` (``yuv444p``).
-    Audio runs from ``audio_start_s`` to ``seconds``.
+    Audio runs from ``audio_start_s`` to ``seconds``. ``keyint`` (libx264): a keyframe every that
+    many frames exactly, and none elsewhere.
     """
     if rotation not in (0, 90, 180, 270):
         raise ValueError("rotation must be 0, 90, 180 or 270")
@@ -413,7 +420,7 @@ def make_clip(
         vfr=vfr,
         sar=sar,
         moving=moving,
-        options=_x264_options(video_codec),
+        options=_x264_options(video_codec, keyint),
     )
     audios = [_audio_spec(audio_codec, audio_channels, audio_layout, audio_rate, audio_start_s)] if audio else []
     return _render(path, video=video, audios=audios, seconds=seconds, container=container, faststart=faststart)

@@ -277,3 +277,23 @@ def test_viewer_outputs_are_tapped_in_the_chunks_and_match_a_serial_runs(tmp_pat
     viewer_files += sorted(p.relative_to(a).as_posix() for p in (a / "storyboard").glob("*.jpg"))
     for name in viewer_files:
         assert (b / name).read_bytes() == (a / name).read_bytes(), name
+
+
+def test_an_interlaced_chunk_deinterlaces_its_first_frame_as_a_serial_run_does(tmp_path: Path) -> None:
+    """bwdif reads the frame before each one: a chunk decodes from a keyframe before its first frame.
+
+    The clip has a keyframe every second, on the chunk starts; the tiles at those times must be the
+    serial run's (a chunk that started decoding on its first frame deinterlaced it without its past).
+    """
+    from transcoder.storyboard import StoryboardPolicy
+
+    clip = make_clip(
+        tmp_path / "interlaced.mp4", width=320, height=180, seconds=6, interlaced=True, audio=False, keyint=FPS
+    )
+    viewer: dict[str, Any] = {"storyboard": StoryboardPolicy(min_interval_s=1, max_interval_s=1), "chapters": False}
+    run(clip, tmp_path / "serial", parallel="serial", **viewer)
+    chunked = run(clip, tmp_path / "chunked", parallel="chunks", **viewer)
+    assert len(chunked.chunks) >= 2 and chunked.source.video.interlaced
+    a, b = tmp_path / "serial", tmp_path / "chunked"
+    for name in ["poster.jpg", "thumbnails.vtt", *(p.relative_to(a).as_posix() for p in a.glob("storyboard/*.jpg"))]:
+        assert (b / name).read_bytes() == (a / name).read_bytes(), name
