@@ -53,6 +53,7 @@ from .stages import Control, DecodeStage, RungStage, Stage, stop_stages
 from .storage import S3Location, StorageConfig, is_s3_uri
 from .storage import errors as storage_errors
 from .threadplan import ThreadPlan
+from .usage import peak_rss_bytes
 from .viewer import PartTaps, Viewer, ViewerPart, part_spans
 
 _POLL_S = 0.1
@@ -349,22 +350,6 @@ class ChunkPool:
         self._threads.shutdown(wait=True, cancel_futures=True)
 
 
-def _peak_rss_bytes() -> int:
-    """This process's peak RSS since its exec (``VmHWM``).
-
-    Not ``ru_maxrss``: Linux starts it at the high-water mark of the process
-    this one was forked from (the main process, at its own size).
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
 def main() -> int:
     """A worker: one pickled :class:`ChunkTask` on stdin, its record (or failure) pickled on stdout."""
     started = time.monotonic()
@@ -378,7 +363,7 @@ def main() -> int:
     result = (
         outcome
         if isinstance(outcome, _Failure)
-        else _Done(*outcome, usage.ru_utime + usage.ru_stime, time.monotonic() - started, _peak_rss_bytes())
+        else _Done(*outcome, usage.ru_utime + usage.ru_stime, time.monotonic() - started, peak_rss_bytes())
     )
     result_stream.write(pickle.dumps(result))
     result_stream.flush()

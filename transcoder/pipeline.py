@@ -171,7 +171,7 @@ class Coordinator:
             raise
 
     def _build(self) -> None:
-        """Make every stage; each owns its FFmpeg objects from here on (see :meth:`_stop`)."""
+        """Make every stage; each owns its FFmpeg objects from here on (stages.stop_stages on failure)."""
         info, ladder, config = self.info, self.ladder, self.config
         colour = colour_of(info.video)  # decided once per run, from the probe
         viewer = self._viewer = Viewer.make(config, info, ladder, colour.scaler)

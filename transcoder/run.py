@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import resource
 import threading
 import time
 from contextlib import ExitStack
@@ -34,6 +33,7 @@ from .pipeline import Coordinator, LadderOutput, ProgressSink
 from .prediction import merge_decisions, predict_still_ladder
 from .probe import Source, probe
 from .storage import S3Location, StorageConfig, is_s3_uri
+from .usage import peak_rss_bytes
 from .version import __version__
 
 if TYPE_CHECKING:
@@ -183,7 +183,7 @@ def transcode(
         files=output.files,
         wall_s=time.monotonic() - started_wall,
         cpu_s=cpu_s,
-        peak_rss_bytes=_peak_rss_bytes(),
+        peak_rss_bytes=peak_rss_bytes(),
         output_bytes=sum(r.size_bytes for r in output.renditions),
         rung_decisions=merge_decisions(ladder, prediction, output.rung_decisions),
         thumbnails=output.thumbnails,
@@ -235,8 +235,3 @@ def _loudness_of(renditions: tuple[RenditionResult, ...]) -> LoudnessResult | No
 def _cpu_s(times: Any) -> float:
     """User and system CPU seconds of this process and its waited-for children (chunk workers)."""
     return float(times.user + times.system + times.children_user + times.children_system)
-
-
-def _peak_rss_bytes() -> int:
-    # ru_maxrss is the process's high-water mark, in KiB on Linux.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -232,16 +232,28 @@ class PartTaps:
         )
 
 
-class _TileTap:
-    def __init__(self, storyboard: Storyboard, span: PartSpan) -> None:
-        self._storyboard = storyboard
+class _TargetTap:
+    """A tap for targets met by "the first frame at or after a time": it follows the decoded frames' times."""
+
+    def __init__(self, span: PartSpan) -> None:
         self._span = span
         self._previous: Fraction | None = None
+
+    def _step(self, time_s: Fraction) -> tuple[bool, Fraction | None]:
+        """Whether ``time_s`` lies in the span; the previous decoded frame's time (None: nothing before it)."""
+        previous, self._previous = self._previous, time_s
+        return time_s in self._span, previous
+
+
+class _TileTap(_TargetTap):
+    def __init__(self, storyboard: Storyboard, span: PartSpan) -> None:
+        super().__init__(span)
+        self._storyboard = storyboard
         self.candidates: list[TileCandidate] = []
 
     def offer(self, frame: av.VideoFrame, time_s: Fraction) -> None:
-        previous, self._previous = self._previous, time_s
-        if time_s not in self._span:
+        inside, previous = self._step(time_s)
+        if not inside:
             return
         interval = self._storyboard.interval_s
         # The tiles k with previous < k * interval <= time_s.
@@ -251,17 +263,16 @@ class _TileTap:
             self.candidates.append(TileCandidate(time_s, first, end, self._storyboard.tile(frame)))
 
 
-class _PosterTap:
+class _PosterTap(_TargetTap):
     def __init__(self, poster: PosterPicker, span: PartSpan) -> None:
+        super().__init__(span)
         self._poster = poster
-        self._span = span
-        self._previous: Fraction | None = None
         self.candidates: list[PosterCandidate] = []
         self.first_picture: _U8 | None = None
 
     def offer(self, frame: av.VideoFrame, time_s: Fraction) -> None:
-        previous, self._previous = self._previous, time_s
-        if time_s not in self._span:
+        inside, previous = self._step(time_s)
+        if not inside:
             return
         points = self._poster.points
         first = 0 if previous is None else bisect.bisect_right(points, previous)
